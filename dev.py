@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Developer entry point: ``python3 dev.py test [PYTEST ARGS]`` or ``dev.py demo``.
+
+Standard library only, so that a fresh clone needs nothing but Python 3.10+: it
+keeps ``.venv`` up to date with ``pip install -e .[test]`` and runs the tool from
+there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+# The sha256 of the pyproject.toml last installed, so unchanged deps cost nothing.
+STAMP = VENV / "selecto-dev.stamp"
+
+
+def check(*cmd: str | Path) -> None:
+    """Run a setup step; stop with its exit code if it fails."""
+    returncode = subprocess.call([str(part) for part in cmd], cwd=ROOT)
+    if returncode:
+        raise SystemExit(returncode)
+
+
+def replace_with(*cmd: str | Path) -> NoReturn:
+    """Become ``cmd``: Ctrl-C, signals and the exit code are then its own.
+
+    A child process would need signals forwarded, and a second SIGINT could cut
+    short pgserver while it stops PostgreSQL.
+    """
+    argv = [str(part) for part in cmd]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def ensure_venv() -> None:
+    """Create ``.venv`` and install the project into it when pyproject changed."""
+    if not PYTHON.exists():
+        print(f"dev.py: creating {VENV.name}", flush=True)
+        check(sys.executable, "-m", "venv", VENV)
+        check(PYTHON, "-m", "pip", "install", "--upgrade", "pip")
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == digest:
+        return
+    print("dev.py: pyproject.toml changed, installing -e .[test]", flush=True)
+    check(PYTHON, "-m", "pip", "install", "-e", ".[test]")
+    STAMP.write_text(digest + "\n")
+
+
+def test(pytest_args: list[str]) -> NoReturn:
+    """Lint first (it is quick), then the test suite."""
+    ensure_venv()
+    check(PYTHON, "-m", "ruff", "check", ".")
+    replace_with(PYTHON, "-m", "pytest", *pytest_args)
+
+
+def demo(port: int) -> NoReturn:
+    """Serve the demo project, on an embedded PostgreSQL unless DATABASE_URL is set."""
+    ensure_venv()
+    serve = [PYTHON, "manage.py", "demo", "--port", str(port)]
+    if os.environ.get("DATABASE_URL"):
+        replace_with(*serve)
+    # pgserver keeps the cluster in .pgdata across runs and stops it on exit.
+    pgserver = [PYTHON, "-m", "testproject.pgserver", "run", "--data", ".pgdata"]
+    replace_with(*pgserver, "--", *serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dev.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("test", help="ruff, then pytest (other arguments: pytest's)")
+    demo_parser = commands.add_parser("demo", help="run the demo site")
+    demo_parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    # Further commands (e.g. `bench`) get a subparser here and a function above.
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    os.chdir(ROOT)
+    if argv[:1] == ["test"]:
+        # Everything after "test" is pytest's, verbatim: -k, -x, paths, even -h.
+        test(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        demo(args.port)
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:
+        sys.exit(130)

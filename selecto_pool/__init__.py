@@ -1,0 +1,46 @@
+"""selecto-pool: a production-grade PostgreSQL connection pool for Django.
+
+Use it as a database backend (``ENGINE: "selecto_pool.backend"``) and, without
+the ORM, through the functions below, which share the ORM's pools.
+"""
+
+from __future__ import annotations
+
+from ._api import (
+    Result,
+    checkin,
+    checkout,
+    clear_cache,
+    execute,
+    get_pool,
+    pool_stats,
+    start_pool,
+    stop_pool,
+    transaction,
+    with_connection,
+)
+from ._options import PoolOptions
+from ._pool import SelectoPool
+from ._stats import PoolStats
+from .errors import CheckoutTimeout, PoolClosed, PoolError, PoolStartError
+
+__all__ = [
+    "CheckoutTimeout",
+    "PoolClosed",
+    "PoolError",
+    "PoolOptions",
+    "PoolStartError",
+    "PoolStats",
+    "Result",
+    "SelectoPool",
+    "checkin",
+    "checkout",
+    "clear_cache",
+    "execute",
+    "get_pool",
+    "pool_stats",
+    "start_pool",
+    "stop_pool",
+    "transaction",
+    "with_connection",
+]

@@ -1,0 +1,204 @@
+"""Direct use of the pool, without the ORM (Selecto.ConnectionPool's functions).
+
+``pool`` is either a pool returned by ``start_pool()`` or the name of a Django
+database alias, whose pool is the very one the ORM uses. Connections handed
+out are plain psycopg connections, in autocommit mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+import psycopg
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+
+from . import _registry
+from ._options import build_options
+from ._pool import Connection, SelectoPool
+from ._stats import PoolStats
+from .errors import PoolStartError
+
+T = TypeVar("T")
+PoolRef = SelectoPool | str
+_direct_pool_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What ``execute()`` returns: the rows fetched and the command's outcome."""
+
+    rows: list[tuple[Any, ...]]
+    columns: tuple[str, ...]
+    rowcount: int
+    status: str | None
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def get_pool(alias: str = "default") -> SelectoPool:
+    """The pool the ORM uses for ``alias`` (opened if it was not yet)."""
+    from .backend.base import DatabaseWrapper
+
+    wrapper = connections[alias]
+    if not isinstance(wrapper, DatabaseWrapper):
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}]['ENGINE'] is {wrapper.settings_dict['ENGINE']!r}, "
+            "not 'selecto_pool.backend': it has no selecto_pool pool."
+        )
+    pool = wrapper.pool
+    if pool is None:
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}] has pooling disabled (OPTIONS['pool'] is False)."
+        )
+    pool.open()
+    return pool
+
+
+def start_pool(
+    config: str | Mapping[str, Any], *, name: str | None = None, **options: Any
+) -> SelectoPool:
+    """Start a pool of its own, connected before it returns.
+
+    ``config`` is a libpq connection string or URL, or a mapping of psycopg
+    ``connect()`` arguments; ``options`` are pool options (``pool_size=...``).
+    Raises ``PoolStartError`` with the server's reason if it cannot connect.
+    """
+    pool_options = build_options(**options)
+    conninfo, kwargs = (config, {}) if isinstance(config, str) else ("", dict(config))
+    kwargs.setdefault("connect_timeout", pool_options.connection_timeout)
+    kwargs["autocommit"] = True
+    name = name or f"direct-{next(_direct_pool_numbers)}"
+    pool = SelectoPool(
+        name=name, options=pool_options, kwargs=kwargs, conninfo=conninfo
+    )
+    _probe(pool, name)
+    pool.open()
+    return pool
+
+
+def stop_pool(pool: PoolRef, timeout: float = 5.0) -> None:
+    """Drain then close: wait up to ``timeout`` s for checked-out connections."""
+    pool = _resolve(pool)
+    alias = _registry.alias_of(pool)
+    if alias is not None:
+        # The ORM builds a fresh pool for the alias on its next query.
+        _registry.discard(alias, pool)
+    pool.stop(timeout)
+
+
+def checkout(pool: PoolRef, timeout: float | None = None) -> Connection:
+    """Take a connection; give it back with ``checkin()``, in a ``finally``."""
+    return _resolve(pool).getconn(timeout)
+
+
+def checkin(pool: PoolRef, conn: Connection) -> None:
+    """Give back a connection (an open transaction is rolled back)."""
+    _resolve(pool).putconn(conn)
+
+
+@overload
+def with_connection(
+    pool: PoolRef, fn: None = None
+) -> contextlib.AbstractContextManager[Connection]: ...
+@overload
+def with_connection(pool: PoolRef, fn: Callable[[Connection], T]) -> T: ...
+def with_connection(pool: PoolRef, fn: Callable[[Connection], T] | None = None) -> Any:
+    """Run ``fn(conn)`` on a borrowed connection; without ``fn``, a context manager.
+
+    Nothing is committed for you: use ``transaction()`` for that.
+    """
+    if fn is None:
+        return _borrowed(_resolve(pool))
+    with _borrowed(_resolve(pool)) as conn:
+        return fn(conn)
+
+
+@overload
+def transaction(
+    pool: PoolRef, fn: None = None
+) -> contextlib.AbstractContextManager[Connection]: ...
+@overload
+def transaction(pool: PoolRef, fn: Callable[[Connection], T]) -> T: ...
+def transaction(pool: PoolRef, fn: Callable[[Connection], T] | None = None) -> Any:
+    """Run ``fn(conn)`` in a transaction: committed, or rolled back and re-raised."""
+    if fn is None:
+        return _in_transaction(_resolve(pool))
+    with _in_transaction(_resolve(pool)) as conn:
+        return fn(conn)
+
+
+def execute(
+    pool: PoolRef,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+    *,
+    prepare: bool | None = None,
+) -> Result:
+    """Run one statement on a pooled connection and fetch its rows."""
+    with _borrowed(_resolve(pool)) as conn, conn.cursor() as cursor:
+        cursor.execute(sql, params, prepare=prepare)
+        description = cursor.description
+        return Result(
+            rows=cursor.fetchall() if description else [],
+            columns=tuple(column.name for column in description or ()),
+            rowcount=cursor.rowcount,
+            status=cursor.statusmessage,
+        )
+
+
+def pool_stats(pool: PoolRef) -> PoolStats:
+    """A snapshot of the pool's counters (safe to log or publish)."""
+    return _resolve(pool).stats()
+
+
+def clear_cache(pool: PoolRef) -> None:
+    """Deallocate the prepared statements of every connection of the pool."""
+    _resolve(pool).clear_prepared()
+
+
+@contextlib.contextmanager
+def _borrowed(pool: SelectoPool) -> Iterator[Connection]:
+    conn = pool.getconn()
+    try:
+        yield conn
+    finally:
+        pool.putconn(conn)
+
+
+@contextlib.contextmanager
+def _in_transaction(pool: SelectoPool) -> Iterator[Connection]:
+    with _borrowed(pool) as conn, conn.transaction():
+        yield conn
+
+
+def _resolve(pool: PoolRef) -> SelectoPool:
+    if isinstance(pool, SelectoPool):
+        return pool
+    if isinstance(pool, str):
+        return get_pool(pool)
+    raise TypeError(
+        "expected a pool from start_pool() or a database alias, "
+        f"got {type(pool).__name__}"
+    )
+
+
+def _probe(pool: SelectoPool, name: str) -> None:
+    """Connect once before opening, to fail with the server's reason."""
+    try:
+        pool.connection_class.connect(pool.conninfo, **(pool.kwargs or {})).close()
+    except psycopg.ProgrammingError:
+        # Never echo the connection string: it may hold a password.
+        raise ImproperlyConfigured(
+            f"start_pool({name!r}): invalid connection string or arguments"
+        ) from None
+    except psycopg.OperationalError as exc:
+        raise PoolStartError(f"pool {name!r} cannot connect: {exc}") from None

@@ -1,0 +1,40 @@
+"""Is a pooled connection still alive? Asked before every checkout.
+
+An idle connection has nothing to say: the server only writes to it when it
+dies (a terminated backend, a restart, a crash: an error message and/or EOF)
+or, rarely, for a notification. So a zero-timeout ``select()`` on the socket
+costs a system call, not a round trip, and tells the common case apart; only
+a connection with unexpected input pays for a real ``SELECT`` -style probe.
+Half-open TCP connections (a peer that vanished without a FIN) stay silent:
+TCP keepalives, which the pool turns on, make the kernel report them.
+"""
+
+from __future__ import annotations
+
+import select
+
+import psycopg
+from psycopg.pq import ConnStatus, TransactionStatus
+from psycopg_pool import ConnectionPool
+
+
+def is_alive(conn: psycopg.Connection) -> bool:
+    """True when ``conn`` can be handed out; False when it must be replaced."""
+    pgconn = conn.pgconn
+    if (
+        conn.closed
+        or pgconn.status != ConnStatus.OK
+        or pgconn.transaction_status != TransactionStatus.IDLE
+    ):
+        return False
+    try:
+        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    if not readable:
+        return True
+    try:
+        ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return False
+    return True

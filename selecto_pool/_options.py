@@ -1,0 +1,171 @@
+"""Pool options: parsed and validated once, into a frozen dataclass.
+
+Options come from four places, later ones winning: the defaults below, the
+project-wide ``SELECTO_POOL`` setting, flat keys in ``OPTIONS`` (which is where
+a ``DATABASE_URL`` query string such as ``?pool_size=10`` lands), and the
+``OPTIONS["pool"]`` dict. Every error names the key, the value and what is
+allowed, because the person reading it is editing a settings file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"true", "on", "yes", "1"}
+_FALSE = {"false", "off", "no", "0"}
+
+
+def _integer(minimum: int) -> tuple[Callable[[Any], int | None], str]:
+    def parse(value: Any) -> int | None:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            return value
+        return None
+
+    return parse, f"an integer >= {minimum}"
+
+
+def _seconds() -> tuple[Callable[[Any], float | None], str]:
+    def parse(value: Any) -> float | None:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if is_number and value > 0 and math.isfinite(value):
+            return float(value)
+        return None
+
+    return parse, "a number of seconds > 0"
+
+
+# name -> (parser returning None for a bad value, description of what's allowed)
+_PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "pool_size": _integer(1),
+    "max_overflow": _integer(0),
+    # libpq's connect_timeout is whole seconds with a minimum of 2.
+    "connection_timeout": _integer(2),
+    "checkout_timeout": _seconds(),
+    "max_lifetime": _seconds(),
+    "max_idle": _seconds(),
+    "prepared_statement_cache_size": _integer(0),
+}
+OPTION_NAMES = frozenset(_PARSERS)
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """The validated pool configuration of one database alias or direct pool."""
+
+    enabled: bool = True
+    pool_size: int = 10
+    max_overflow: int = 20
+    connection_timeout: int = 5
+    checkout_timeout: float = 5.0
+    max_lifetime: float = 3600.0
+    max_idle: float = 600.0
+    prepared_statement_cache_size: int = 1000
+    #: The keys somebody set explicitly (as opposed to defaults).
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    @property
+    def max_size(self) -> int:
+        """The hard cap on open connections: ``pool_size + max_overflow``."""
+        return self.pool_size + self.max_overflow
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        del data["explicit"]
+        return data
+
+
+def _parse_enabled(value: Any, where: str) -> bool | None:
+    """``pool`` itself: True/False (or their URL spellings), None for a dict."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    if isinstance(value, Mapping):
+        return None
+    raise ImproperlyConfigured(
+        f"{where} = {value!r} is invalid: expected True, False or a dict of "
+        f"pool options ({', '.join(sorted(OPTION_NAMES))})."
+    )
+
+
+def _apply(
+    values: dict[str, Any], source: Mapping[str, Any], where: str, strict: bool
+) -> None:
+    for key, raw in source.items():
+        if key not in _PARSERS:
+            if strict:
+                raise ImproperlyConfigured(
+                    f"{where}[{key!r}] is not a selecto_pool option; allowed keys: "
+                    f"{', '.join(sorted(OPTION_NAMES))}."
+                )
+            continue
+        parse, allowed = _PARSERS[key]
+        value = parse(raw)
+        if value is None:
+            raise ImproperlyConfigured(
+                f"{where}[{key!r}] = {raw!r} is invalid: expected {allowed}."
+            )
+        values[key] = value
+
+
+def build_options(**overrides: Any) -> PoolOptions:
+    """Options for a pool started directly (``start_pool(dsn, pool_size=3)``)."""
+    values: dict[str, Any] = {}
+    _apply(values, overrides, "start_pool() option", strict=True)
+    return PoolOptions(**values, explicit=frozenset(values))
+
+
+def resolve_options(
+    alias: str, settings_dict: Mapping[str, Any], project_defaults: Any
+) -> PoolOptions:
+    """Merge and validate the pool options of one ``DATABASES`` entry."""
+    values: dict[str, Any] = {}
+    if project_defaults is not None:
+        if not isinstance(project_defaults, Mapping):
+            raise ImproperlyConfigured(
+                f"SELECTO_POOL = {project_defaults!r} is invalid: expected a dict "
+                f"of pool options ({', '.join(sorted(OPTION_NAMES))})."
+            )
+        _apply(values, project_defaults, "SELECTO_POOL", strict=True)
+
+    where = f"DATABASES[{alias!r}]['OPTIONS']"
+    db_options = settings_dict.get("OPTIONS") or {}
+    _apply(values, db_options, where, strict=False)
+
+    enabled = True
+    if "pool" in db_options:
+        pool_setting = db_options["pool"]
+        enabled_flag = _parse_enabled(pool_setting, f"{where}['pool']")
+        if enabled_flag is None:
+            _apply(values, pool_setting, f"{where}['pool']", strict=True)
+        else:
+            enabled = enabled_flag
+
+    conn_max_age = settings_dict.get("CONN_MAX_AGE", 0)
+    if enabled and conn_max_age != 0:
+        raise ImproperlyConfigured(
+            f"DATABASES[{alias!r}]['CONN_MAX_AGE'] = {conn_max_age!r} conflicts "
+            "with pooling: the pool keeps connections open itself. Set "
+            f"CONN_MAX_AGE to 0, or {where}['pool'] to False to use persistent "
+            "connections without the pool."
+        )
+    if "connect_timeout" in db_options and "connection_timeout" in values:
+        raise ImproperlyConfigured(
+            f"{where} sets both 'connect_timeout' and 'connection_timeout' "
+            f"({db_options['connect_timeout']!r} and "
+            f"{values['connection_timeout']!r}): set only one."
+        )
+    return PoolOptions(enabled=enabled, **values, explicit=frozenset(values))

@@ -1,0 +1,271 @@
+"""The pool: psycopg_pool's ``ConnectionPool`` plus what Django users need.
+
+psycopg_pool does the hard parts (sizing, growing and shrinking, reconnecting
+with backoff, ``max_lifetime``/``max_idle``, rolling back dirty returns). This
+subclass adds only what it lacks:
+
+* a liveness check at checkout that costs no round trip (see ``_health``), and
+  skips psycopg_pool's retry backoff, so that after a server restart the dead
+  idle connections are discarded in microseconds instead of seconds;
+* errors that say which pool, how full it is and how many clients wait;
+* connections returned in autocommit mode, so the next user starts clean;
+* a draining ``stop()`` and a prepared-statement ``clear_prepared()``;
+* fork safety: a pool never touches sockets it inherited from its parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.pq import TransactionStatus
+
+from ._health import is_alive
+from ._options import PoolOptions
+from ._stats import PoolStats
+from .errors import CheckoutTimeout, PoolClosed
+
+logger = logging.getLogger("selecto_pool")
+
+Connection = psycopg.Connection[Any]
+
+# Detect a vanished peer (no FIN) within about a minute instead of hours.
+TCP_KEEPALIVE_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+_CHECKOUTS = "checkouts"
+_TIMEOUTS = "checkout_timeouts"
+_REPLACED = "connections_replaced"
+_ROLLBACKS = "rollbacks_on_return"
+
+
+class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
+    """A process-local pool of psycopg connections to one database."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        options: PoolOptions,
+        kwargs: Mapping[str, Any],
+        conninfo: str = "",
+        configure: Callable[[Connection], Any] | None = None,
+        target: Any = None,
+    ):
+        self.options = options
+        #: What the pool connects to; the registry replaces a pool whose
+        #: target no longer matches the settings (e.g. the test database).
+        self.target = target
+        self.owner_pid = os.getpid()
+        self._extra_configure = configure
+        # Guards the counters below; waited on by stop() for checkins.
+        self._usage = threading.Condition()
+        self._in_use = 0
+        # Clients inside psycopg_pool's getconn(), i.e. waiting (psycopg_pool's
+        # own count keeps timed-out clients until a connection comes back).
+        self._waiting_clients = 0
+        self._draining = False
+        self._counts = dict.fromkeys((_CHECKOUTS, _TIMEOUTS, _REPLACED, _ROLLBACKS), 0)
+        # Connections remember the clear_prepared() generation they are at.
+        self._generation = 0
+        self._conn_generation: weakref.WeakKeyDictionary[Connection, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        super().__init__(
+            conninfo,
+            kwargs={**TCP_KEEPALIVE_DEFAULTS, **kwargs},
+            min_size=options.pool_size,
+            max_size=options.max_size,
+            open=False,
+            configure=self._configure_new,
+            name=name,
+            timeout=options.checkout_timeout,
+            max_lifetime=options.max_lifetime,
+            max_idle=options.max_idle,
+        )
+
+    # -- checkout and checkin ---------------------------------------------
+    def getconn(self, timeout: float | None = None) -> Connection:
+        """Hand out a live connection, or raise ``CheckoutTimeout``."""
+        self._refuse_if_unusable()
+        if timeout is None:
+            timeout = self.timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            # psycopg_pool refuses a timeout of 0 even with a connection ready.
+            remaining = max(deadline - time.monotonic(), 0.001)
+            with self._usage:
+                self._waiting_clients += 1
+            try:
+                conn: Connection | None = super().getconn(remaining)
+            except psycopg_pool.PoolTimeout:
+                conn = None
+            except psycopg_pool.PoolClosed:
+                raise PoolClosed(f"pool {self.name!r} is closed") from None
+            finally:
+                with self._usage:
+                    self._waiting_clients -= 1
+            if conn is None:
+                self._count(_TIMEOUTS)
+                message = self._exhausted_message(timeout)
+                logger.warning("%s", message)
+                raise CheckoutTimeout(message)
+            if is_alive(conn):
+                break
+            self._replace(conn)
+        with self._usage:
+            self._in_use += 1
+            self._counts[_CHECKOUTS] += 1
+        return conn
+
+    def putconn(self, conn: Connection) -> None:
+        """Take a connection back, clean: no transaction, autocommit on."""
+        if os.getpid() != self.owner_pid:
+            # Inherited across fork(): the socket is the parent's, leave it be.
+            return
+        try:
+            self._clean(conn)
+            super().putconn(conn)
+        finally:
+            with self._usage:
+                self._in_use = max(self._in_use - 1, 0)
+                self._usage.notify_all()
+
+    # -- lifecycle -----------------------------------------------------------
+    def stop(self, timeout: float = 5.0) -> None:
+        """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
+        deadline = time.monotonic() + timeout
+        with self._usage:
+            self._draining = True
+            while self._in_use and (remaining := deadline - time.monotonic()) > 0:
+                self._usage.wait(remaining)
+            still_out = self._in_use
+        if still_out:
+            logger.warning(
+                "stopping pool %r with %d connection(s) still checked out; "
+                "they are closed when returned",
+                self.name,
+                still_out,
+            )
+        self.close(timeout=max(deadline - time.monotonic(), 0.1))
+
+    def clear_prepared(self) -> None:
+        """Deallocate prepared statements on every connection of the pool.
+
+        Idle connections are cleared now; checked-out ones when returned.
+        """
+        with self._usage:
+            self._generation += 1
+        for _ in range(self.get_stats().get(self._POOL_AVAILABLE, 0)):
+            try:
+                conn = self.getconn(timeout=0.05)
+            except CheckoutTimeout:
+                break
+            self.putconn(conn)
+
+    # -- introspection ----------------------------------------------------
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def stats(self) -> PoolStats:
+        raw = self.get_stats()
+        with self._usage:
+            counts = dict(self._counts)
+            in_use = self._in_use
+            waiting = self._waiting_clients
+        connections = raw.get(self._POOL_SIZE, 0)
+        return PoolStats(
+            name=self.name,
+            pool_size=self.options.pool_size,
+            max_overflow=self.options.max_overflow,
+            connections=connections,
+            idle=raw.get(self._POOL_AVAILABLE, 0),
+            in_use=in_use,
+            overflow=max(connections - self.options.pool_size, 0),
+            waiting=waiting,
+            checkouts=counts[_CHECKOUTS],
+            checkout_timeouts=counts[_TIMEOUTS],
+            connection_errors=raw.get(self._CONNECTIONS_ERRORS, 0),
+            connections_replaced=counts[_REPLACED] + raw.get(self._CONNECTIONS_LOST, 0),
+            rollbacks_on_return=counts[_ROLLBACKS],
+            closed=self.closed,
+        )
+
+    # -- internals -----------------------------------------------------------
+    def _configure_new(self, conn: Connection) -> None:
+        self._conn_generation[conn] = self._generation
+        if self._extra_configure:
+            self._extra_configure(conn)
+
+    def _refuse_if_unusable(self) -> None:
+        if os.getpid() != self.owner_pid:
+            raise PoolClosed(
+                f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
+                "process gets its own pool from get_pool() or the ORM"
+            )
+        if self._draining:
+            raise PoolClosed(f"pool {self.name!r} is stopping")
+
+    def _clean(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        if conn.pgconn.transaction_status in (
+            TransactionStatus.INTRANS,
+            TransactionStatus.INERROR,
+        ):
+            self._count(_ROLLBACKS)
+            logger.info("rolling back a connection returned to %r", self.name)
+        try:
+            if conn.pgconn.transaction_status != TransactionStatus.IDLE:
+                conn.rollback()
+            if not conn.autocommit:
+                conn.autocommit = True
+            if self._conn_generation.get(conn, -1) < self._generation:
+                conn.execute("DEALLOCATE ALL")
+                self._conn_generation[conn] = self._generation
+        except psycopg.Error as exc:
+            # psycopg_pool discards and replaces a closed connection.
+            logger.warning(
+                "discarding a connection of %r that could not be reset: %s",
+                self.name,
+                type(exc).__name__,
+            )
+            conn.close()
+
+    def _replace(self, conn: Connection) -> None:
+        """Discard a dead connection; psycopg_pool opens a replacement."""
+        self._count(_REPLACED)
+        logger.info("replacing a dead connection of pool %r", self.name)
+        conn.close()
+        super().putconn(conn)
+
+    def _count(self, key: str) -> None:
+        with self._usage:
+            self._counts[key] += 1
+
+    def _exhausted_message(self, timeout: float) -> str:
+        stats = self.stats()
+        message = (
+            f"no connection of pool {self.name!r} became free within {timeout:.2f} s "
+            f"(checkout_timeout): {stats.in_use} in use of pool_size "
+            f"{stats.pool_size} + max_overflow {stats.max_overflow}, "
+            f"{stats.waiting} other client(s) waiting"
+        )
+        if stats.connections == 0 and stats.connection_errors:
+            message += (
+                f"; {stats.connection_errors} attempt(s) to connect failed: is the "
+                "database server reachable?"
+            )
+        return message

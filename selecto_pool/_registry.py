@@ -1,0 +1,103 @@
+"""The process-wide pools of the ORM: one per database alias, behind one lock.
+
+A forked child (gunicorn ``--preload``, ``multiprocessing``, Django's parallel
+test runner) must not use or close its parent's connections: their sockets are
+shared with the parent. After ``fork()`` the child forgets the inherited pools
+(keeping a reference so that nothing finalises their sockets) and builds its
+own on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._pool import SelectoPool
+
+# Re-entrant: a pool factory may register its fork callback while we build it.
+_lock = threading.RLock()
+_pools: dict[str, SelectoPool] = {}
+# Pools inherited from a parent process: referenced, never used or closed.
+_inherited: list[SelectoPool] = []
+_after_fork_callbacks: list[Callable[[], None]] = []
+_fork_hook_installed = False
+
+
+def get_or_create(
+    alias: str, target: Any, factory: Callable[[], SelectoPool]
+) -> SelectoPool:
+    """The pool of ``alias``, built by ``factory`` if missing or out of date."""
+    pool = _pools.get(alias)
+    if pool is not None and pool.target == target:
+        return pool
+    stale = None
+    with _lock:
+        _install_fork_hook()
+        pool = _pools.get(alias)
+        if pool is None or pool.target != target:
+            stale, pool = pool, factory()
+            _pools[alias] = pool
+    if stale is not None:
+        # Connections still checked out are closed when they come back.
+        stale.close(timeout=1.0)
+    return pool
+
+
+def get(alias: str) -> SelectoPool | None:
+    return _pools.get(alias)
+
+
+def discard(alias: str, pool: SelectoPool | None = None) -> SelectoPool | None:
+    """Forget the pool of ``alias`` (only if it is ``pool``, when given)."""
+    with _lock:
+        current = _pools.get(alias)
+        if current is None or (pool is not None and current is not pool):
+            return None
+        return _pools.pop(alias)
+
+
+def alias_of(pool: SelectoPool) -> str | None:
+    return next((alias for alias, known in _pools.items() if known is pool), None)
+
+
+def all_pools() -> dict[str, SelectoPool]:
+    return dict(_pools)
+
+
+def on_fork_in_child(callback: Callable[[], None]) -> None:
+    """Run ``callback`` in a forked child, after the pools were forgotten."""
+    with _lock:
+        if callback not in _after_fork_callbacks:
+            _after_fork_callbacks.append(callback)
+
+
+def _forget_inherited_pools() -> None:
+    global _lock
+    # The parent's lock may have been held by a thread that doesn't exist here.
+    _lock = threading.RLock()
+    _inherited.extend(_pools.values())
+    _pools.clear()
+    for callback in _after_fork_callbacks:
+        callback()
+
+
+def _install_fork_hook() -> None:
+    """Registered on first use rather than at import: no import side effects."""
+    global _fork_hook_installed
+    if not _fork_hook_installed:
+        os.register_at_fork(after_in_child=_forget_inherited_pools)
+        _fork_hook_installed = True
+
+
+def close_pools_of_database(name: str) -> None:
+    """Close every pool connected to database ``name`` (before DROP DATABASE)."""
+    with _lock:
+        closing = {
+            alias: pool for alias, pool in _pools.items() if pool.target[0] == name
+        }
+        for alias in closing:
+            del _pools[alias]
+    for pool in closing.values():
+        pool.close()

@@ -1,0 +1,40 @@
+"""The numbers ``pool_stats()`` reports."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of one pool, cheap to take and safe to publish (no secrets)."""
+
+    name: str
+    pool_size: int
+    max_overflow: int
+    #: Connections open or being opened right now.
+    connections: int
+    #: Connections waiting in the pool for a client.
+    idle: int
+    #: Connections checked out by Django or the direct API.
+    in_use: int
+    #: Connections beyond ``pool_size`` (closed again once idle for ``max_idle``).
+    overflow: int
+    #: Clients queued for a connection.
+    waiting: int
+    #: Successful checkouts since the pool started.
+    checkouts: int
+    #: Checkouts that gave up after ``checkout_timeout``.
+    checkout_timeouts: int
+    #: Failed attempts to open a connection (server down, bad password...).
+    connection_errors: int
+    #: Dead or broken connections discarded and replaced.
+    connections_replaced: int
+    #: Connections given back inside a transaction, which the pool rolled back.
+    rollbacks_on_return: int
+    closed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

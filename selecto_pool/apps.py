@@ -1,0 +1,10 @@
+"""Django app config: adds the management commands and system checks."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class SelectoPoolConfig(AppConfig):
+    name = "selecto_pool"
+    verbose_name = "selecto-pool"

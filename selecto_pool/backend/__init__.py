@@ -1,0 +1,1 @@
+"""The Django database backend: ``ENGINE: "selecto_pool.backend"``."""

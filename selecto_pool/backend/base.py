@@ -1,0 +1,92 @@
+"""Django's PostgreSQL backend, taking its connections from a shared pool.
+
+Django already knows how to use a psycopg_pool pool (``self.pool``): it opens
+it, calls ``getconn()`` in ``get_new_connection()`` and ``putconn()`` in
+``_close()``. This subclass only changes *which* pool that is: one per alias
+for the whole process, configured by selecto_pool's options, and replaced when
+the settings it was built from change (the test database) or after ``fork()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql import base as postgresql
+from django.utils.functional import cached_property
+
+from .. import _registry
+from .._options import OPTION_NAMES, PoolOptions, resolve_options
+from .._pool import SelectoPool
+from .creation import DatabaseCreation
+
+
+class DatabaseWrapper(postgresql.DatabaseWrapper):
+    """A PostgreSQL ``DatabaseWrapper`` whose connections come from the pool."""
+
+    creation_class = DatabaseCreation
+
+    @cached_property
+    def pool_options(self) -> PoolOptions:
+        """The validated options of this alias (read once, settings are lazy)."""
+        return resolve_options(
+            self.alias, self.settings_dict, getattr(settings, "SELECTO_POOL", None)
+        )
+
+    @property
+    def pool(self) -> SelectoPool | None:  # type: ignore[override]
+        # Overridden: Django reads OPTIONS["pool"] as psycopg_pool arguments and
+        # keeps one pool per class; ours has its own options and registry.
+        if self.alias == NO_DB_ALIAS or not self.pool_options.enabled:
+            return None
+        return _registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
+
+    def close_pool(self) -> None:
+        # Overridden so that closing never creates a pool just to close it.
+        pool = _registry.discard(self.alias)
+        if pool is not None:
+            pool.close()
+        self.__dict__.pop("pool_options", None)
+
+    def get_connection_params(self) -> dict[str, Any]:
+        # Overridden to keep selecto_pool's keys away from libpq.
+        params = super().get_connection_params()
+        for name in OPTION_NAMES:
+            params.pop(name, None)
+        params.setdefault("connect_timeout", self.pool_options.connection_timeout)
+        return params
+
+    def _pool_target(self) -> tuple[Any, ...]:
+        settings_dict = self.settings_dict
+        return (
+            settings_dict["NAME"],
+            settings_dict["USER"],
+            settings_dict["HOST"],
+            settings_dict["PORT"],
+        )
+
+    def _new_pool(self) -> SelectoPool:
+        _registry.on_fork_in_child(_forget_inherited_connections)
+        kwargs = self.get_connection_params()
+        # Pooled connections rest in autocommit; Django sets its mode on checkout.
+        kwargs["autocommit"] = True
+        return SelectoPool(
+            name=self.alias,
+            options=self.pool_options,
+            kwargs=kwargs,
+            configure=self._configure_connection,
+            target=self._pool_target(),
+        )
+
+
+def _forget_inherited_connections() -> None:
+    """In a forked child, drop (without closing) the parent's pooled connections.
+
+    Only the forking thread survives ``fork()``, so its wrappers are the only
+    ones that can still be used.
+    """
+    for wrapper in connections.all(initialized_only=True):
+        if getattr(wrapper.connection, "_pool", None) is not None:
+            wrapper.connection = None

