@@ -20,6 +20,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -254,6 +255,8 @@ def main(argv: list[str]) -> int:
         Path(options[options.index("--data") + 1]) if "--data" in options else None
     )
     server = LocalPostgres(data_dir=data_dir.resolve() if data_dir else None)
+    # A service manager's SIGTERM must stop PostgreSQL too, not orphan it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     server.start()
     try:
         env = {**os.environ, "DATABASE_URL": server.url}
