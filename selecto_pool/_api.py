@@ -143,8 +143,12 @@ def execute(
     *,
     prepare: bool | None = None,
 ) -> Result:
-    """Run one statement on a pooled connection and fetch its rows."""
-    with _borrowed(_resolve(pool)) as conn, conn.cursor() as cursor:
+    """Run one statement on a pooled connection and fetch its rows.
+
+    Parameters are bound server-side (psycopg's ``Cursor``, whatever cursor
+    class the connection defaults to), so that ``prepare=True`` can work.
+    """
+    with _borrowed(_resolve(pool)) as conn, psycopg.Cursor(conn) as cursor:
         cursor.execute(sql, params, prepare=prepare)
         description = cursor.description
         return Result(

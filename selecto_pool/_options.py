@@ -47,6 +47,17 @@ def _seconds() -> tuple[Callable[[Any], float | None], str]:
     return parse, "a number of seconds > 0"
 
 
+def _boolean() -> tuple[Callable[[Any], bool | None], str]:
+    def parse(value: Any) -> bool | None:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        return None
+
+    return parse, "True or False"
+
+
 # name -> (parser returning None for a bad value, description of what's allowed)
 _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "pool_size": _integer(1),
@@ -57,6 +68,8 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_lifetime": _seconds(),
     "max_idle": _seconds(),
     "prepared_statement_cache_size": _integer(0),
+    # Answer `manage.py poolstats`/`clearcache` over LISTEN/NOTIFY (_control).
+    "control": _boolean(),
 }
 OPTION_NAMES = frozenset(_PARSERS)
 
@@ -73,6 +86,7 @@ class PoolOptions:
     max_lifetime: float = 3600.0
     max_idle: float = 600.0
     prepared_statement_cache_size: int = 1000
+    control: bool = True
     #: The keys somebody set explicitly (as opposed to defaults).
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
@@ -89,12 +103,11 @@ class PoolOptions:
 
 def _parse_enabled(value: Any, where: str) -> bool | None:
     """``pool`` itself: True/False (or their URL spellings), None for a dict."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-        return value.lower() in _TRUE
     if isinstance(value, Mapping):
         return None
+    enabled = _PARSERS["control"][0](value)
+    if enabled is not None:
+        return enabled
     raise ImproperlyConfigured(
         f"{where} = {value!r} is invalid: expected True, False or a dict of "
         f"pool options ({', '.join(sorted(OPTION_NAMES))})."

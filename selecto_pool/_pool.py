@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +29,7 @@ import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
 
+from ._connections import connection_class_for
 from ._health import is_alive
 from ._options import PoolOptions
 from ._stats import PoolStats
@@ -68,13 +71,17 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         #: target no longer matches the settings (e.g. the test database).
         self.target = target
         self.owner_pid = os.getpid()
+        self.started_at = time.time()
         self._extra_configure = configure
+        self._close_callbacks: list[Callable[[], None]] = []
         # Guards the counters below; waited on by stop() for checkins.
         self._usage = threading.Condition()
         self._in_use = 0
         # Clients inside psycopg_pool's getconn(), i.e. waiting (psycopg_pool's
         # own count keeps timed-out clients until a connection comes back).
         self._waiting_clients = 0
+        # Recent checkout waits in ms, for the p50/p99 that operators watch.
+        self._wait_samples: deque[float] = deque(maxlen=1000)
         self._draining = False
         self._counts = dict.fromkeys((_CHECKOUTS, _TIMEOUTS, _REPLACED, _ROLLBACKS), 0)
         # Connections remember the clear_prepared() generation they are at.
@@ -84,6 +91,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         )
         super().__init__(
             conninfo,
+            connection_class=connection_class_for(name),
             kwargs={**TCP_KEEPALIVE_DEFAULTS, **kwargs},
             min_size=options.pool_size,
             max_size=options.max_size,
@@ -101,7 +109,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._refuse_if_unusable()
         if timeout is None:
             timeout = self.timeout
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
             # psycopg_pool refuses a timeout of 0 even with a connection ready.
             remaining = max(deadline - time.monotonic(), 0.001)
@@ -124,9 +133,11 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             if is_alive(conn):
                 break
             self._replace(conn)
+        waited_ms = (time.monotonic() - started) * 1000.0
         with self._usage:
             self._in_use += 1
             self._counts[_CHECKOUTS] += 1
+            self._wait_samples.append(waited_ms)
         return conn
 
     def putconn(self, conn: Connection) -> None:
@@ -160,19 +171,31 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             )
         self.close(timeout=max(deadline - time.monotonic(), 0.1))
 
-    def clear_prepared(self) -> None:
+    def clear_prepared(self) -> int:
         """Deallocate prepared statements on every connection of the pool.
 
         Idle connections are cleared now; checked-out ones when returned.
+        Returns how many connections that is.
         """
         with self._usage:
             self._generation += 1
-        for _ in range(self.get_stats().get(self._POOL_AVAILABLE, 0)):
+        stats = self.get_stats()
+        for _ in range(stats.get(self._POOL_AVAILABLE, 0)):
             try:
                 conn = self.getconn(timeout=0.05)
             except CheckoutTimeout:
                 break
             self.putconn(conn)
+        return int(stats.get(self._POOL_SIZE, 0))
+
+    def close(self, timeout: float = 5.0) -> None:
+        for callback in self._close_callbacks:
+            callback()
+        super().close(timeout)
+
+    def add_close_callback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the pool closes (e.g. stop its responder)."""
+        self._close_callbacks.append(callback)
 
     # -- introspection ----------------------------------------------------
     @property
@@ -185,6 +208,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             counts = dict(self._counts)
             in_use = self._in_use
             waiting = self._waiting_clients
+            waits = list(self._wait_samples)
         connections = raw.get(self._POOL_SIZE, 0)
         return PoolStats(
             name=self.name,
@@ -200,6 +224,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             connection_errors=raw.get(self._CONNECTIONS_ERRORS, 0),
             connections_replaced=counts[_REPLACED] + raw.get(self._CONNECTIONS_LOST, 0),
             rollbacks_on_return=counts[_ROLLBACKS],
+            connections_opened=raw.get(self._CONNECTIONS_NUM, 0),
+            checkout_wait_p50_ms=_percentile(waits, 50),
+            checkout_wait_p99_ms=_percentile(waits, 99),
+            started_at=self.started_at,
             closed=self.closed,
         )
 
@@ -269,3 +297,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
                 "database server reachable?"
             )
         return message
+
+
+def _percentile(samples: list[float], pct: int) -> float:
+    """The pct-th percentile of ``samples`` (0.0 when there are none)."""
+    if len(samples) < 2:
+        return round(samples[0], 3) if samples else 0.0
+    return round(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1], 3)

@@ -34,6 +34,13 @@ class PoolStats:
     connections_replaced: int
     #: Connections given back inside a transaction, which the pool rolled back.
     rollbacks_on_return: int
+    #: Connections opened since the pool started (initial fill included).
+    connections_opened: int
+    #: Median and 99th percentile of the last 1000 checkout waits.
+    checkout_wait_p50_ms: float
+    checkout_wait_p99_ms: float
+    #: When the pool was created (seconds since the epoch).
+    started_at: float
     closed: bool
 
     def as_dict(self) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from testproject.library import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("", include("selecto_pool.urls")),
 ]

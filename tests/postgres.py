@@ -13,14 +13,29 @@ import os
 from testproject.pgserver import LocalPostgres
 
 _server: LocalPostgres | None = None
+_spare: LocalPostgres | None = None
+
+
+def _started() -> LocalPostgres:
+    server = LocalPostgres().start()
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and server.destroy())
+    return server
 
 
 def database_url() -> str:
+    """The server the suite's test database lives on."""
     global _server
     if url := os.environ.get("DATABASE_URL"):
         return url
     if _server is None:
-        _server = LocalPostgres().start()
-        owner = os.getpid()
-        atexit.register(lambda: os.getpid() == owner and _server.destroy())
+        _server = _started()
     return _server.url
+
+
+def spare_server() -> LocalPostgres:
+    """A second, local server that tests may stop and start (alias "spare")."""
+    global _spare
+    if _spare is None:
+        _spare = _started()
+    return _spare

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import environ
 
-from tests.postgres import database_url
+from tests.postgres import database_url, spare_server
 
 _base = environ.Env.db_url_config(database_url())
 _base["ENGINE"] = "selecto_pool.backend"
@@ -30,6 +30,12 @@ DATABASES = {
         "selecto-tiny", {"pool_size": 2, "max_overflow": 0, "checkout_timeout": 0.5}
     ),
     "unpooled": _alias("selecto-unpooled", False),
+    # Its own server, which tests stop and start; never a test database.
+    "spare": {
+        **environ.Env.db_url_config(spare_server().url),
+        "ENGINE": "selecto_pool.backend",
+        "OPTIONS": {"pool": {"pool_size": 1, "max_overflow": 0}},
+    },
 }
 
 SECRET_KEY = "tests-only"

@@ -18,6 +18,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.utils.functional import cached_property
 
 from .. import _registry
+from .._control import Responder
 from .._options import OPTION_NAMES, PoolOptions, resolve_options
 from .._pool import SelectoPool
 from .creation import DatabaseCreation
@@ -72,13 +73,18 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         kwargs = self.get_connection_params()
         # Pooled connections rest in autocommit; Django sets its mode on checkout.
         kwargs["autocommit"] = True
-        return SelectoPool(
+        pool = SelectoPool(
             name=self.alias,
             options=self.pool_options,
             kwargs=kwargs,
             configure=self._configure_connection,
             target=self._pool_target(),
         )
+        if self.pool_options.control:
+            responder = Responder(pool, self.alias, kwargs)
+            pool.add_close_callback(responder.stop)
+            responder.start()
+        return pool
 
 
 def _forget_inherited_connections() -> None:

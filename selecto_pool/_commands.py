@@ -1,0 +1,60 @@
+"""What ``poolstats`` and ``clearcache`` share: which aliases, and asking them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+from django.db import connections
+
+from . import _control
+
+
+def add_common_arguments(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--database",
+        choices=tuple(connections),
+        help="Only this database alias (default: every selecto_pool alias).",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="Only the pools of this process, without asking the others.",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        help="Seconds to wait for running processes to answer (default 2).",
+    )
+
+
+def pooled_aliases(database: str | None) -> list[str]:
+    """The aliases using selecto_pool with pooling on (or ``database`` alone)."""
+    from .backend.base import DatabaseWrapper
+
+    aliases = [database] if database else list(connections)
+    chosen = [
+        alias
+        for alias in aliases
+        if isinstance(connections[alias], DatabaseWrapper)
+        and connections[alias].pool_options.enabled
+    ]
+    if database and not chosen:
+        raise CommandError(
+            f"database {database!r} does not use selecto_pool.backend with pooling on"
+        )
+    return chosen
+
+
+def ask(alias: str, operation: str, timeout: float) -> _control.Gathered:
+    """Ask every process with a pool for ``alias`` (over the alias's database)."""
+    wrapper = connections[alias]
+    params: dict[str, Any] = wrapper.get_connection_params()
+    try:
+        return _control.gather(params, operation, alias=alias, timeout=timeout)
+    except Exception as exc:
+        # Name the failure, not the connection parameters (they hold secrets).
+        raise CommandError(
+            f"cannot reach database {alias!r}: {type(exc).__name__}: {exc}"
+        ) from None

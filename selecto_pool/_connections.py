@@ -1,0 +1,62 @@
+"""The connection class a pool opens, which reports failures and recoveries.
+
+psycopg_pool retries failed connects in the background and logs each attempt
+to ``psycopg.pool``; operators watch ``selecto_pool``. A per-pool subclass of
+``psycopg.Connection`` hooks ``connect()`` (the one call psycopg_pool makes)
+to log the first failure of an outage, and the recovery, once each.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+
+logger = logging.getLogger("selecto_pool")
+
+
+class _OutageLog:
+    """Counts consecutive connect failures of one pool; logs edges, not floods."""
+
+    def __init__(self, pool_name: str):
+        self.pool_name = pool_name
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            first = self.failures == 1
+        # psycopg's messages carry host and user, never the password.
+        log = logger.warning if first else logger.debug
+        log("pool %r cannot connect: %s", self.pool_name, exc)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            failures, self.failures = self.failures, 0
+        if failures:
+            logger.warning(
+                "pool %r connected again after %d failed attempt(s)",
+                self.pool_name,
+                failures,
+            )
+
+
+def connection_class_for(pool_name: str) -> type[psycopg.Connection[Any]]:
+    """A ``psycopg.Connection`` subclass whose ``connect()`` logs for the pool."""
+    outage = _OutageLog(pool_name)
+
+    class PooledConnection(psycopg.Connection[Any]):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except psycopg.Error as exc:
+                outage.failed(exc)
+                raise
+            outage.succeeded()
+            return conn
+
+    return PooledConnection

@@ -1,0 +1,150 @@
+"""System checks (``manage.py check``), with stable ids.
+
+======================  ==========================================================
+selecto_pool.E001       invalid pool options of a database alias
+selecto_pool.E002       ``CONN_MAX_AGE`` set on a pooled alias
+selecto_pool.E003       invalid ``SELECTO_POOL_HEALTH`` setting
+selecto_pool.E004       ``SELECTO_POOL_HEALTH["database"]`` is not a pooled alias
+selecto_pool.E005       invalid ``SELECTO_POOL_EXPECTED_PROCESSES``
+selecto_pool.W001       pools may need more connections than the server allows
+                        (``check --database ALIAS``: asks the server)
+selecto_pool.W002       ``CONN_HEALTH_CHECKS`` has no effect with the pool
+======================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections
+
+from ._health_settings import health_settings
+from ._options import PoolOptions, resolve_options
+
+ENGINE = "selecto_pool.backend"
+
+
+def _pooled_settings() -> dict[str, dict[str, Any]]:
+    return {
+        alias: settings_dict
+        for alias, settings_dict in settings.DATABASES.items()
+        if settings_dict.get("ENGINE") == ENGINE
+    }
+
+
+@register()
+def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+    for alias, settings_dict in _pooled_settings().items():
+        errors += _option_errors(alias, settings_dict)
+    errors += _health_errors()
+    return errors
+
+
+def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessage]:
+    try:
+        options = resolve_options(
+            alias, settings_dict, getattr(settings, "SELECTO_POOL", None)
+        )
+    except ImproperlyConfigured as exc:
+        check_id = "E002" if "CONN_MAX_AGE" in str(exc) else "E001"
+        return [Error(str(exc), id=f"selecto_pool.{check_id}")]
+    if options.enabled and settings_dict.get("CONN_HEALTH_CHECKS"):
+        return [
+            Warning(
+                f"DATABASES[{alias!r}]['CONN_HEALTH_CHECKS'] has no effect: the pool "
+                "checks every connection before handing it out.",
+                hint="Remove CONN_HEALTH_CHECKS.",
+                id="selecto_pool.W002",
+            )
+        ]
+    return []
+
+
+def _health_errors() -> list[CheckMessage]:
+    try:
+        config = health_settings()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="selecto_pool.E003")]
+    configured = getattr(settings, "SELECTO_POOL_HEALTH", None)
+    if configured and not _is_pooled(config.database):
+        return [
+            Error(
+                f"SELECTO_POOL_HEALTH['database'] = {config.database!r} is not a "
+                f"database alias using {ENGINE!r} with pooling on.",
+                id="selecto_pool.E004",
+            )
+        ]
+    return []
+
+
+def _is_pooled(alias: str) -> bool:
+    settings_dict = _pooled_settings().get(alias)
+    if settings_dict is None:
+        return False
+    try:
+        project_defaults = getattr(settings, "SELECTO_POOL", None)
+        return resolve_options(alias, settings_dict, project_defaults).enabled
+    except ImproperlyConfigured:
+        return True  # reported as E001/E002 already
+
+
+def _expected_processes() -> int | Error:
+    value = getattr(settings, "SELECTO_POOL_EXPECTED_PROCESSES", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return Error(
+            f"SELECTO_POOL_EXPECTED_PROCESSES = {value!r} is invalid: expected an "
+            "integer >= 1 (how many processes run the project at once).",
+            id="selecto_pool.E005",
+        )
+    return value
+
+
+@register(Tags.database)
+def check_server_capacity(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Compare what the pools may open with the server's ``max_connections``."""
+    if not databases:
+        return []
+    processes = _expected_processes()
+    if isinstance(processes, Error):
+        return [processes]
+    messages: list[CheckMessage] = []
+    pooled = _pooled_settings()
+    for alias in databases:
+        if alias not in pooled:
+            continue
+        try:
+            options: PoolOptions = connections[alias].pool_options
+            limit = _server_limit(alias)
+        except (ImproperlyConfigured, DatabaseError):
+            continue  # reported by check_configuration, or the server is down
+        # +1: the control connection answering `manage.py poolstats`.
+        per_process = options.max_size + int(options.control)
+        needed = per_process * processes
+        if options.enabled and needed > limit:
+            messages.append(
+                Warning(
+                    f"DATABASES[{alias!r}]: {processes} process(es) x {per_process} "
+                    f"connections (pool_size {options.pool_size} + max_overflow "
+                    f"{options.max_overflow} + control {int(options.control)}) = "
+                    f"{needed}, above the {limit} the server allows.",
+                    hint="Lower pool_size/max_overflow, or raise max_connections.",
+                    id="selecto_pool.W001",
+                )
+            )
+    return messages
+
+
+def _server_limit(alias: str) -> int:
+    """``max_connections`` less the slots reserved for superusers."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+        )
+        return int(cursor.fetchone()[0])

@@ -1,0 +1,58 @@
+"""``manage.py clearcache``: deallocate prepared statements in every process."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from ... import _registry
+from ..._commands import add_common_arguments, ask, pooled_aliases
+
+
+class Command(BaseCommand):
+    help = (
+        "Clear the prepared-statement caches of the pools of every running "
+        "process (idle connections at once, busy ones when returned)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_common_arguments(parser)
+        parser.add_argument("--json", action="store_true", help="Print JSON.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        processes = connections = 0
+        silent: list[dict[str, Any]] = []
+        for alias in pooled_aliases(options["database"]):
+            if options["local"]:
+                pool = _registry.get(alias)
+                if pool is not None:
+                    processes, connections = (
+                        processes + 1,
+                        connections + pool.clear_prepared(),
+                    )
+                continue
+            gathered = ask(alias, "clear", options["timeout"])
+            processes += len(gathered.answers)
+            connections += sum(answer["cleared"] for answer in gathered.answers)
+            silent += gathered.silent
+        if options["json"]:
+            report = {
+                "processes": processes,
+                "connections": connections,
+                "silent": silent,
+            }
+            self.stdout.write(json.dumps(report))
+            return
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Cleared the prepared statements of {connections} connection(s) "
+                f"in {processes} process(es)."
+            )
+        )
+        for process in silent:
+            self.stderr.write(
+                f"No answer from pid {process['pid']} on {process['host']} "
+                f"({process['alias']})."
+            )

@@ -1,0 +1,72 @@
+"""``manage.py poolstats``: the pools of every running process, in one table."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import _registry, _report
+from ..._commands import add_common_arguments, ask, pooled_aliases
+
+
+class Command(BaseCommand):
+    help = (
+        "Show the connection pools of every running process (asked over "
+        "LISTEN/NOTIFY), one row per process and alias, with totals."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_common_arguments(parser)
+        parser.add_argument("--json", action="store_true", help="Print JSON.")
+        parser.add_argument(
+            "--watch",
+            type=float,
+            metavar="SECONDS",
+            help="Print again every SECONDS until interrupted.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["watch"] is not None and options["watch"] <= 0:
+            raise CommandError("--watch takes a number of seconds > 0")
+        while True:
+            self._print(self._collect(options), as_json=options["json"])
+            if options["watch"] is None:
+                return
+            try:
+                time.sleep(options["watch"])
+            except KeyboardInterrupt:
+                return
+
+    def _collect(self, options: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for alias in pooled_aliases(options["database"]):
+            if options["local"]:
+                pool = _registry.get(alias)
+                if pool is not None:
+                    stats = pool.stats().as_dict()
+                    rows.append(
+                        _report.row(socket.gethostname(), os.getpid(), alias, stats)
+                    )
+                continue
+            gathered = ask(alias, "stats", options["timeout"])
+            for answer in gathered.answers:
+                rows.append(
+                    _report.row(answer["host"], answer["pid"], alias, answer["stats"])
+                )
+            for silent in gathered.silent:
+                rows.append(_report.silent_row(silent["host"], silent["pid"], alias))
+        return rows
+
+    def _print(self, rows: list[dict[str, Any]], as_json: bool) -> None:
+        totals = _report.totals(rows)
+        if as_json:
+            self.stdout.write(json.dumps({"processes": rows, "totals": totals}))
+        elif not rows:
+            self.stdout.write("No process with a selecto_pool pool answered.")
+        else:
+            self.stdout.write(_report.table(rows, totals))

@@ -1,0 +1,129 @@
+"""``/health/db`` through Django's test client: status, details, metrics."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from django.db import connections
+from django.test import Client, RequestFactory, override_settings
+
+from selecto_pool import get_pool
+from selecto_pool.views import health
+from tests.postgres import spare_server
+
+TOKEN = "a-long-enough-health-token"
+SECRETS = [
+    connections["default"].settings_dict["PASSWORD"],
+    spare_server().password,
+]
+
+
+def get(client: Client, path: str = "/health/db", **headers: Any) -> Any:
+    response = client.get(path, headers=headers)
+    body = response.content.decode()
+    for secret in SECRETS:
+        assert secret not in body
+        assert secret not in str(response.headers)
+    return response
+
+
+@pytest.fixture
+def client(transactional_db: None) -> Client:
+    return Client()
+
+
+@override_settings(SELECTO_POOL_HEALTH={"token": TOKEN})
+def test_public_callers_see_the_status_only(client: Client) -> None:
+    response = get(client)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert "no-cache" in response["Cache-Control"]
+    wrong = get(client, Authorization="Bearer not-the-token-at-all")
+    assert wrong.json() == {"status": "ok"}
+
+
+@override_settings(SELECTO_POOL_HEALTH={"token": TOKEN})
+def test_token_holders_see_latency_and_pool_stats(client: Client) -> None:
+    body = get(client, Authorization=f"Bearer {TOKEN}").json()
+    assert body["status"] == "ok" and body["database"] == "default"
+    assert body["probe_ms"] > 0
+    assert body["pool"]["name"] == "default" and body["pool"]["checkouts"] >= 1
+
+
+def test_staff_users_see_details(transactional_db: None) -> None:
+    request = RequestFactory().get("/health/db")
+    request.user = SimpleNamespace(is_staff=True)  # type: ignore[attr-defined]
+    body = json.loads(health(request).content)
+    assert body["pool"]["pool_size"] == 4
+
+
+@override_settings(SELECTO_POOL_HEALTH={"database": "spare", "probe_timeout": 0.5})
+def test_503_within_the_probe_timeout_when_the_server_is_down(client: Client) -> None:
+    assert get(client).status_code == 200
+    server = spare_server()
+    server.stop()
+    try:
+        started = time.monotonic()
+        response = get(client)
+        elapsed = time.monotonic() - started
+    finally:
+        server.start()
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable"}
+    assert response["Retry-After"] == "5"
+    assert elapsed < 0.5 + 0.5
+    deadline = time.monotonic() + 10
+    while get(client).status_code != 200:
+        assert time.monotonic() < deadline, "healthy again once the server is up"
+        time.sleep(0.1)
+
+
+@override_settings(
+    SELECTO_POOL_HEALTH={"database": "tiny", "max_waiting": 1, "token": TOKEN}
+)
+def test_503_when_the_pool_is_saturated(client: Client) -> None:
+    pool = get_pool("tiny")
+    held = [pool.getconn(), pool.getconn()]
+    waiting = threading.Event()
+
+    def wait_for_a_connection() -> None:
+        waiting.set()
+        # Served as soon as the test gives the held connections back.
+        pool.putconn(pool.getconn(timeout=2))
+
+    waiter = threading.Thread(target=wait_for_a_connection)
+    waiter.start()
+    try:
+        waiting.wait()
+        time.sleep(0.05)
+        started = time.monotonic()
+        response = get(client, Authorization=f"Bearer {TOKEN}")
+        assert time.monotonic() - started < 0.5, "a saturated pool isn't probed"
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+        waiter.join()
+    assert response.status_code == 503
+    assert response.json()["status"] == "saturated"
+    assert response.json()["pool"]["waiting"] == 1
+    assert get(client).status_code == 200
+
+
+@override_settings(SELECTO_POOL_HEALTH={"token": TOKEN})
+def test_openmetrics_for_token_holders_only(client: Client) -> None:
+    assert get(client, "/health/db?format=openmetrics").status_code == 403
+    response = get(
+        client, "/health/db?format=openmetrics", Authorization=f"Bearer {TOKEN}"
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    text = response.content.decode()
+    assert 'selecto_pool_up{alias="default"} 1' in text
+    assert "# TYPE selecto_pool_checkouts counter" in text
+    assert 'selecto_pool_checkouts_total{alias="default"}' in text
+    assert text.endswith("# EOF\n")
