@@ -82,6 +82,7 @@ def start_pool(
     )
     _probe(pool, name)
     pool.open()
+    _registry.track(pool)
     return pool
 
 

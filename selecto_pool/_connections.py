@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -23,12 +24,19 @@ class _OutageLog:
     def __init__(self, pool_name: str):
         self.pool_name = pool_name
         self.failures = 0
+        #: When the current run of failures began (monotonic), and its last
+        #: error's first line, for the pool's CheckoutTimeout message.
+        self.since = 0.0
+        self.last_error = ""
         self._lock = threading.Lock()
 
     def failed(self, exc: BaseException) -> None:
         with self._lock:
             self.failures += 1
             first = self.failures == 1
+            if first:
+                self.since = time.monotonic()
+            self.last_error = str(exc).strip().partition("\n")[0]
         # psycopg's messages carry host and user, never the password.
         log = logger.warning if first else logger.debug
         log("pool %r cannot connect: %s", self.pool_name, exc)
@@ -59,4 +67,5 @@ def connection_class_for(pool_name: str) -> type[psycopg.Connection[Any]]:
             outage.succeeded()
             return conn
 
+    PooledConnection.selecto_outage = outage  # type: ignore[attr-defined]
     return PooledConnection

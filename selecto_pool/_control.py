@@ -150,6 +150,18 @@ def gather(
     return gathered
 
 
+def broadcast(connect_kwargs: Mapping[str, Any], operation: str) -> None:
+    """Send ``operation`` to every responder on this database; don't wait."""
+    kwargs = {
+        **connect_kwargs,
+        "autocommit": True,
+        "application_name": "selecto_pool:cli",
+    }
+    with psycopg.connect(**kwargs) as conn:
+        request = {"op": operation, "reply": "selecto_pool_reply_" + "0" * 32}
+        conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, json.dumps(request)])
+
+
 def _responders(conn: psycopg.Connection[Any], alias: str | None) -> dict[int, Any]:
     """The responders connected to this database, keyed by their backend pid."""
     rows = conn.execute(

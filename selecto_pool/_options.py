@@ -47,6 +47,21 @@ def _seconds() -> tuple[Callable[[Any], float | None], str]:
     return parse, "a number of seconds > 0"
 
 
+def _threshold() -> tuple[Callable[[Any], Any], str]:
+    parse_integer, _ = _integer(0)
+
+    def parse(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return _NEVER
+        return parse_integer(value)
+
+    return parse, "an integer >= 0, or None (never prepare)"
+
+
+# Parsed value of prepare_threshold=None (None itself means "invalid" here).
+_NEVER = -1
+
+
 def _boolean() -> tuple[Callable[[Any], bool | None], str]:
     def parse(value: Any) -> bool | None:
         if isinstance(value, bool):
@@ -56,6 +71,23 @@ def _boolean() -> tuple[Callable[[Any], bool | None], str]:
         return None
 
     return parse, "True or False"
+
+
+def _seconds_or_off() -> tuple[Callable[[Any], float | None], str]:
+    """Seconds, or 0/None to turn the feature off (parsed as 0.0)."""
+    parse_seconds, _ = _seconds()
+
+    def parse(value: Any) -> float | None:
+        if isinstance(value, str) and value.strip().lower() in _OFF:
+            return 0.0
+        if value is None or (value == 0 and not isinstance(value, bool)):
+            return 0.0
+        return parse_seconds(value)
+
+    return parse, "a number of seconds > 0, or 0 or None (off)"
+
+
+_OFF = {"0", "0.0", "none", "off"}
 
 
 # name -> (parser returning None for a bad value, description of what's allowed)
@@ -68,8 +100,13 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_lifetime": _seconds(),
     "max_idle": _seconds(),
     "prepared_statement_cache_size": _integer(0),
+    "prepare_threshold": _threshold(),
     # Answer `manage.py poolstats`/`clearcache` over LISTEN/NOTIFY (_control).
     "control": _boolean(),
+    # Reliability (see _maintenance, _leaks and _shutdown).
+    "health_check_interval": _seconds_or_off(),
+    "leak_detection_threshold": _seconds_or_off(),
+    "exit_timeout": _seconds_or_off(),
 }
 OPTION_NAMES = frozenset(_PARSERS)
 
@@ -86,9 +123,29 @@ class PoolOptions:
     max_lifetime: float = 3600.0
     max_idle: float = 600.0
     prepared_statement_cache_size: int = 1000
+    #: Executions of a statement on a connection before it is prepared
+    #: (psycopg's prepare_threshold); None never prepares.
+    prepare_threshold: int | None = 5
     control: bool = True
+    #: Seconds between background sweeps of idle connections; 0 = off.
+    health_check_interval: float = 30.0
+    #: Log (with its checkout stack) a connection held longer; 0 = off.
+    leak_detection_threshold: float = 0.0
+    #: Seconds checked-out connections get to come back at interpreter exit.
+    exit_timeout: float = 2.0
     #: The keys somebody set explicitly (as opposed to defaults).
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.prepare_threshold == _NEVER:
+            object.__setattr__(self, "prepare_threshold", None)
+
+    @property
+    def prepares(self) -> bool:
+        """Whether connections prepare statements at all."""
+        return self.prepared_statement_cache_size > 0 and (
+            self.prepare_threshold is not None
+        )
 
     @property
     def max_size(self) -> int:

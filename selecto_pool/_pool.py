@@ -10,12 +10,16 @@ subclass adds only what it lacks:
 * errors that say which pool, how full it is and how many clients wait;
 * connections returned in autocommit mode, so the next user starts clean;
 * a draining ``stop()`` and a prepared-statement ``clear_prepared()``;
-* fork safety: a pool never touches sockets it inherited from its parent.
+* fork safety: a pool never touches sockets it inherited from its parent;
+* a maintenance thread (see ``_maintenance``): background health sweeps,
+  leak detection, and reconnection within half a second of a server's return;
+* ``max_lifetime`` enforced at checkout too, not only on return.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import statistics
 import threading
@@ -29,8 +33,11 @@ import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
 
+from . import _statements
 from ._connections import connection_class_for
 from ._health import is_alive
+from ._leaks import LeakDetector
+from ._maintenance import Maintainer
 from ._options import PoolOptions
 from ._stats import PoolStats
 from .errors import CheckoutTimeout, PoolClosed
@@ -51,6 +58,10 @@ _CHECKOUTS = "checkouts"
 _TIMEOUTS = "checkout_timeouts"
 _REPLACED = "connections_replaced"
 _ROLLBACKS = "rollbacks_on_return"
+
+# psycopg_pool schedules a retry of a failed connection attempt as one of
+# these; the pool parks them for its reconnect probe (see ``_maintenance``).
+_ADD_CONNECTION = getattr(psycopg_pool.pool, "AddConnection", None)
 
 
 class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
@@ -102,6 +113,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             max_lifetime=options.max_lifetime,
             max_idle=options.max_idle,
         )
+        # Nothing is recorded at checkout unless leak detection is on.
+        self._leaks = (
+            LeakDetector(name, options.leak_detection_threshold)
+            if options.leak_detection_threshold
+            else None
+        )
+        self._maintainer = Maintainer(self, options.health_check_interval, self._leaks)
 
     # -- checkout and checkin ---------------------------------------------
     def getconn(self, timeout: float | None = None) -> Connection:
@@ -130,14 +148,15 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
                 message = self._exhausted_message(timeout)
                 logger.warning("%s", message)
                 raise CheckoutTimeout(message)
-            if is_alive(conn):
+            if self._vet(conn):
                 break
-            self._replace(conn)
         waited_ms = (time.monotonic() - started) * 1000.0
         with self._usage:
             self._in_use += 1
             self._counts[_CHECKOUTS] += 1
             self._wait_samples.append(waited_ms)
+        if self._leaks is not None:
+            self._leaks.checked_out(conn)
         return conn
 
     def putconn(self, conn: Connection) -> None:
@@ -145,6 +164,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if os.getpid() != self.owner_pid:
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
+        if self._leaks is not None:
+            self._leaks.returned(conn)
         try:
             self._clean(conn)
             super().putconn(conn)
@@ -188,10 +209,24 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self.putconn(conn)
         return int(stats.get(self._POOL_SIZE, 0))
 
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        super().open(wait=wait, timeout=timeout)
+        self._maintainer.start()
+
     def close(self, timeout: float = 5.0) -> None:
         for callback in self._close_callbacks:
             callback()
+        self._maintainer.stop(timeout)
         super().close(timeout)
+
+    def schedule_task(self, task: Any, delay: float) -> None:
+        # psycopg_pool schedules retries of failed connection attempts, with
+        # a backoff of seconds to minutes, and its periodic shrinking. The
+        # retries go to the maintenance thread's reconnect probe instead.
+        if _ADD_CONNECTION is not None and isinstance(task, _ADD_CONNECTION):
+            self._maintainer.park(task)
+        else:
+            super().schedule_task(task, delay)
 
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""
@@ -228,14 +263,33 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             checkout_wait_p50_ms=_percentile(waits, 50),
             checkout_wait_p99_ms=_percentile(waits, 99),
             started_at=self.started_at,
+            **_cache_totals(self.cache_stats()),
+            leaks=self._leaks.leaks if self._leaks is not None else 0,
             closed=self.closed,
         )
 
     # -- internals -----------------------------------------------------------
     def _configure_new(self, conn: Connection) -> None:
         self._conn_generation[conn] = self._generation
+        if self.options.prepares:
+            _statements.install(
+                conn,
+                cache_size=self.options.prepared_statement_cache_size,
+                threshold=self.options.prepare_threshold or 0,
+            )
         if self._extra_configure:
             self._extra_configure(conn)
+
+    def cache_stats(self) -> list[dict[str, int]]:
+        """The statement cache of each open connection (backend pid included)."""
+        caches = []
+        for conn in list(self._conn_generation.keys()):
+            cache = _statements.cache_of(conn)
+            if cache is not None and not conn.closed:
+                caches.append(
+                    {"backend_pid": conn.info.backend_pid, **cache.snapshot()}
+                )
+        return caches
 
     def _refuse_if_unusable(self) -> None:
         if os.getpid() != self.owner_pid:
@@ -272,6 +326,17 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             )
             conn.close()
 
+    def _vet(self, conn: Connection) -> bool:
+        """True if ``conn`` may be handed out; if not, it is discarded."""
+        if not is_alive(conn):
+            self._replace(conn)
+            return False
+        if _expired(conn):
+            # psycopg_pool closes it when given back, and opens a replacement.
+            super().putconn(conn)
+            return False
+        return True
+
     def _replace(self, conn: Connection) -> None:
         """Discard a dead connection; psycopg_pool opens a replacement."""
         self._count(_REPLACED)
@@ -291,12 +356,35 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             f"{stats.pool_size} + max_overflow {stats.max_overflow}, "
             f"{stats.waiting} other client(s) waiting"
         )
-        if stats.connections == 0 and stats.connection_errors:
+        outage = getattr(self.connection_class, "selecto_outage", None)
+        if outage is not None and outage.failures:
             message += (
-                f"; {stats.connection_errors} attempt(s) to connect failed: is the "
-                "database server reachable?"
+                f"; the last {outage.failures} attempt(s) to connect failed, for "
+                f"{time.monotonic() - outage.since:.1f} s ({outage.last_error}): "
+                "is the database server reachable?"
             )
         return message
+
+
+def _cache_totals(caches: list[dict[str, int]]) -> dict[str, Any]:
+    totals = {
+        f"cache_{key}": sum(cache[key] for cache in caches)
+        for key in _statements.CACHE_COUNTERS
+    }
+    lookups = totals["cache_hits"] + totals["cache_misses"]
+    totals["cache_hit_ratio"] = (
+        round(totals["cache_hits"] / lookups, 4) if lookups else 0.0
+    )
+    return totals
+
+
+def _expired(conn: Connection) -> bool:
+    """Past ``max_lifetime``? psycopg_pool only asks when a connection returns.
+
+    ``_expire_at`` is psycopg_pool's private attribute (a monotonic deadline
+    set when it connects); without it, a connection never expires here.
+    """
+    return getattr(conn, "_expire_at", math.inf) <= time.monotonic()
 
 
 def _percentile(samples: list[float], pct: int) -> float:

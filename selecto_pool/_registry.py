@@ -5,15 +5,21 @@ test runner) must not use or close its parent's connections: their sockets are
 shared with the parent. After ``fork()`` the child forgets the inherited pools
 (keeping a reference so that nothing finalises their sockets) and builds its
 own on first use.
+
+At interpreter exit, every pool of this process, the ORM's and those of
+``start_pool()``, is drained and closed (``_shutdown``).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+from . import _shutdown
 from ._pool import SelectoPool
 
 # Re-entrant: a pool factory may register its fork callback while we build it.
@@ -23,6 +29,9 @@ _pools: dict[str, SelectoPool] = {}
 _inherited: list[SelectoPool] = []
 _after_fork_callbacks: list[Callable[[], None]] = []
 _fork_hook_installed = False
+# Pools from start_pool(), stopped at exit unless their owner stopped them.
+_direct: weakref.WeakSet[SelectoPool] = weakref.WeakSet()
+_exit_hook_installed = False
 
 
 def get_or_create(
@@ -35,6 +44,7 @@ def get_or_create(
     stale = None
     with _lock:
         _install_fork_hook()
+        _install_exit_hook()
         pool = _pools.get(alias)
         if pool is None or pool.target != target:
             stale, pool = pool, factory()
@@ -66,6 +76,13 @@ def all_pools() -> dict[str, SelectoPool]:
     return dict(_pools)
 
 
+def track(pool: SelectoPool) -> None:
+    """Remember a pool from ``start_pool()``, to stop it at interpreter exit."""
+    with _lock:
+        _install_exit_hook()
+        _direct.add(pool)
+
+
 def on_fork_in_child(callback: Callable[[], None]) -> None:
     """Run ``callback`` in a forked child, after the pools were forgotten."""
     with _lock:
@@ -79,6 +96,8 @@ def _forget_inherited_pools() -> None:
     _lock = threading.RLock()
     _inherited.extend(_pools.values())
     _pools.clear()
+    _inherited.extend(_direct)
+    _direct.clear()
     for callback in _after_fork_callbacks:
         callback()
 
@@ -89,6 +108,20 @@ def _install_fork_hook() -> None:
     if not _fork_hook_installed:
         os.register_at_fork(after_in_child=_forget_inherited_pools)
         _fork_hook_installed = True
+
+
+def _install_exit_hook() -> None:
+    """Also registered on first use: importing selecto_pool changes nothing."""
+    global _exit_hook_installed
+    if not _exit_hook_installed:
+        atexit.register(_stop_at_exit)
+        _exit_hook_installed = True
+
+
+def _stop_at_exit() -> None:
+    with _lock:
+        pools = [*_pools.values(), *_direct]
+    _shutdown.stop_pools(pools)
 
 
 def close_pools_of_database(name: str) -> None:

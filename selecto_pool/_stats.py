@@ -41,6 +41,19 @@ class PoolStats:
     checkout_wait_p99_ms: float
     #: When the pool was created (seconds since the epoch).
     started_at: float
+    #: Prepared-statement cache, summed over the open connections: statements
+    #: prepared now, executions of a prepared one (hits), statements prepared
+    #: (misses), LRU evictions, caches emptied by DDL/DEALLOCATE (invalidations),
+    #: statements run unprepared because the server could not type them.
+    cache_statements: int
+    cache_hits: int
+    cache_misses: int
+    cache_evictions: int
+    cache_invalidations: int
+    cache_fallbacks: int
+    cache_hit_ratio: float
+    #: Connections held past ``leak_detection_threshold`` (each reported once).
+    leaks: int
     closed: bool
 
     def as_dict(self) -> dict[str, Any]:

@@ -10,5 +10,12 @@ class SelectoPoolConfig(AppConfig):
     verbose_name = "selecto-pool"
 
     def ready(self) -> None:
-        # Importing registers the system checks; nothing else happens here.
+        # Importing registers the system checks; connecting opens nothing.
+        from django.db.models.signals import post_migrate
+
         from . import checks  # noqa: F401
+        from ._signals import invalidate_statement_caches
+
+        post_migrate.connect(
+            invalidate_statement_caches, dispatch_uid="selecto_pool.invalidate"
+        )

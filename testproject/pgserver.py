@@ -39,6 +39,8 @@ FAST_SETTINGS = (
     "max_connections=300",
     "shared_buffers=32MB",
     "max_prepared_transactions=0",
+    # Not UTC, so tests can tell the session time zone Django sets from it.
+    "timezone=America/Santiago",
 )
 
 

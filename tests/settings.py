@@ -30,6 +30,15 @@ DATABASES = {
         "selecto-tiny", {"pool_size": 2, "max_overflow": 0, "checkout_timeout": 0.5}
     ),
     "unpooled": _alias("selecto-unpooled", False),
+    "cached": _alias(
+        "selecto-cached",
+        {
+            "pool_size": 1,
+            "max_overflow": 0,
+            "prepared_statement_cache_size": 3,
+            "prepare_threshold": 2,
+        },
+    ),
     # Its own server, which tests stop and start; never a test database.
     "spare": {
         **environ.Env.db_url_config(spare_server().url),

@@ -21,6 +21,7 @@ from .. import _registry
 from .._control import Responder
 from .._options import OPTION_NAMES, PoolOptions, resolve_options
 from .._pool import SelectoPool
+from .._statements import SelectoCursor
 from .creation import DatabaseCreation
 
 
@@ -73,6 +74,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         kwargs = self.get_connection_params()
         # Pooled connections rest in autocommit; Django sets its mode on checkout.
         kwargs["autocommit"] = True
+        if self.pool_options.prepares:
+            kwargs["cursor_factory"] = SelectoCursor
         pool = SelectoPool(
             name=self.alias,
             options=self.pool_options,

@@ -1,0 +1,47 @@
+"""Signal handlers: what the pool does when Django's schema changes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+from django.db import connections
+
+from . import _control, _registry
+from ._statements import cache_of
+
+logger = logging.getLogger("selecto_pool")
+
+
+_last_plan: list[Any] = []
+
+
+def invalidate_statement_caches(
+    using: str = "default", plan: Any = None, **kwargs: Any
+) -> None:
+    """After ``migrate``: prepared statements may describe the old schema.
+
+    Clears the caches of this process's pools at once and asks every other
+    process with a pool on the migrated database to clear theirs.
+    """
+    # post_migrate comes once per app with models (selecto_pool has none);
+    # every call of one migrate run shares the same plan object. flush sends
+    # it too, without a plan: the schema didn't change then.
+    if plan is None or (_last_plan and _last_plan[0] is plan):
+        return
+    _last_plan[:] = [plan]
+    migrating = connections[using]
+    if migrating.connection is not None and cache_of(migrating.connection):
+        # Checked out by migrate itself: cleared now rather than on return.
+        with migrating.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+    for pool in _registry.all_pools().values():
+        pool.clear_prepared()
+    if using not in _registry.all_pools():
+        return
+    try:
+        _control.broadcast(connections[using].get_connection_params(), "clear")
+    except psycopg.Error as exc:
+        # The caches recover statement by statement anyway (see _statements).
+        logger.warning("could not ask other processes to clear caches: %s", exc)

@@ -1,0 +1,192 @@
+"""The prepared-statement cache: prepared, counted, bounded, and invisible."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, InternalError, connections, transaction
+from django.db.models.expressions import RawSQL
+
+import selecto_pool as sp
+from testproject.library.models import Author
+
+from .conftest import Observer
+
+
+def server_statements(alias: str) -> list[str]:
+    """pg_prepared_statements of the alias's single pooled connection."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def authors_named(name: str) -> list[str]:
+    return list(
+        Author.objects.using("cached").filter(name=name).values_list("name", flat=True)
+    )
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_statements_are_prepared_after_the_threshold_and_hit() -> None:
+    Author.objects.using("cached").create(name="Le Guin")
+    assert authors_named("Le Guin") == ["Le Guin"]
+    assert not any("library_author" in s for s in server_statements("cached"))
+    for _ in range(5):
+        assert authors_named("Le Guin") == ["Le Guin"]
+    assert any('"library_author"."name" = $1' in s for s in server_statements("cached"))
+    stats = sp.pool_stats("cached")
+    assert stats.cache_misses >= 1 and stats.cache_hits >= 3
+    assert stats.cache_statements >= 1 and 0 < stats.cache_hit_ratio < 1
+    [connection_cache] = sp.get_pool("cached").cache_stats()
+    assert connection_cache["hits"] == stats.cache_hits
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_lru_evicts_past_the_cache_size() -> None:
+    authors = Author.objects.using("cached")
+    lookups = [
+        {"name": "x"},
+        {"pk": 1},
+        {"name__startswith": "x"},
+        {"name__endswith": "x"},
+        {"pk__gt": 1},
+    ]
+    for lookup in lookups:
+        for _ in range(3):
+            list(authors.filter(**lookup))  # a new QuerySet: no result cache
+        assert len(server_statements("cached")) <= 3
+    stats = sp.pool_stats("cached")
+    assert stats.cache_statements == 3
+    assert stats.cache_evictions >= 2
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_alter_column_type_between_two_runs_is_invisible(observer: Observer) -> None:
+    with connections["cached"].cursor() as cursor:
+        cursor.execute("CREATE TABLE gauge (id int PRIMARY KEY, reading int)")
+        cursor.execute("INSERT INTO gauge VALUES (1, 42)")
+
+    def read() -> list[tuple[Any, ...]]:
+        with connections["cached"].cursor() as cursor:
+            cursor.execute("SELECT reading FROM gauge WHERE id = %s", [1])
+            return cursor.fetchall()
+
+    for _ in range(3):
+        assert read() == [(42,)]
+    assert any("gauge" in s for s in server_statements("cached"))
+    # Another connection (a deploy's migrate) changes the result type.
+    observer.conn.execute("ALTER TABLE gauge ALTER COLUMN reading TYPE text")
+    assert read() == [("42",)]
+    assert sp.pool_stats("cached").cache_invalidations >= 1
+    observer.conn.execute("DROP TABLE gauge")
+
+
+@pytest.mark.django_db(databases=["cached", "default"], transaction=True)
+@pytest.mark.parametrize("alias", ["cached", "default"])
+def test_small_integers_add_like_literals(alias: str) -> None:
+    Author.objects.using(alias).create(name="n")
+    for _ in range(3):
+        total = (
+            Author.objects.using(alias)
+            .annotate(total=RawSQL("%s + %s", (30000, 30000)))
+            .values_list("total", flat=True)
+        )
+        assert list(total) == [60000]
+
+
+@pytest.mark.django_db(databases=["cached", "unpooled"], transaction=True)
+def test_multi_statement_and_schema_editor_sql_run() -> None:
+    connection = connections["cached"]
+    with connection.schema_editor() as editor:
+        editor.execute("CREATE TABLE one (id int); CREATE TABLE two (id int)")
+        editor.execute("DROP TABLE one; DROP TABLE two")
+
+    def both_selects(alias: str) -> list[Any]:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT %s::int; SELECT %s::int", [1, 2])
+            return [cursor.fetchall(), cursor.nextset(), cursor.fetchall()]
+
+    assert both_selects("cached") == both_selects("unpooled") == [[(1,)], True, [(2,)]]
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_untypeable_statements_fall_back_and_the_decision_is_remembered() -> None:
+    def null_check() -> list[tuple[Any, ...]]:
+        with connections["cached"].cursor() as cursor:
+            cursor.execute("SELECT %s IS NULL AS unknown", [None])
+            return cursor.fetchall()
+
+    with transaction.atomic(using="cached"):
+        assert null_check() == [(True,)]
+        # The transaction is still usable after the failed server-side try.
+        assert Author.objects.using("cached").count() == 0
+    fallbacks = sp.pool_stats("cached").cache_fallbacks
+    assert null_check() == [(True,)]
+    assert sp.pool_stats("cached").cache_fallbacks == fallbacks + 1
+
+
+@pytest.mark.django_db(databases=["cached", "unpooled"], transaction=True)
+@pytest.mark.parametrize("alias", ["cached", "unpooled"])
+def test_a_real_error_in_a_transaction_aborts_it_as_with_the_stock_backend(
+    alias: str,
+) -> None:
+    author = Author.objects.using(alias).create(name="first")
+    with transaction.atomic(using=alias):
+        # Raw SQL: no implicit savepoint; the first run of this statement.
+        with pytest.raises(IntegrityError), connections[alias].cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO library_author (id, name) VALUES (%s, %s)",
+                [author.pk, f"again via {alias}"],
+            )
+        aborted = pytest.raises(InternalError, match="current transaction is aborted")
+        with aborted, connections[alias].cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM library_author WHERE id > %s", [0])
+        transaction.set_rollback(True, using=alias)
+    assert Author.objects.using(alias).count() == 1
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_clear_cache_empties_every_connection_and_keeps_the_time_zone() -> None:
+    for _ in range(3):
+        authors_named("x")
+    assert server_statements("cached")
+    connections["cached"].close()
+    sp.clear_cache("cached")
+    assert server_statements("cached") == []
+    with connections["cached"].cursor() as cursor:
+        cursor.execute("SHOW TIME ZONE")
+        assert cursor.fetchone() == ("UTC",)
+    assert authors_named("x") == []
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_migrate_invalidates_the_caches() -> None:
+    for _ in range(3):
+        authors_named("x")
+    connections["cached"].close()
+    assert any("library_author" in s for s in server_statements("cached"))
+    connections["cached"].close()
+    call_command("migrate", database="cached", verbosity=0)
+    # What migrate's own post-migrate queries prepared may be there; the
+    # statements prepared before the schema change are gone.
+    assert not any("library_author" in s for s in server_statements("cached"))
+
+
+def test_direct_execute_prepares_too(transactional_db: None) -> None:
+    from .conftest import conninfo_of
+
+    pool = sp.start_pool(
+        conninfo_of("default"),
+        pool_size=1,
+        max_overflow=0,
+        prepared_statement_cache_size=2,
+    )
+    try:
+        for _ in range(8):  # psycopg's default threshold: prepared on the 6th
+            assert sp.execute(pool, "SELECT %s::int + 1", [1]).rows == [(2,)]
+        stats = sp.pool_stats(pool)
+        assert stats.cache_statements == 1 and stats.cache_hits >= 1
+    finally:
+        sp.stop_pool(pool)
