@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("test", help="ruff, then pytest (other arguments: pytest's)")
     demo_parser = commands.add_parser("demo", help="run the demo site")
     demo_parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    commands.add_parser(
+        "django-suite",
+        help="Django's own tests, stock backend vs selecto_pool (see tools/)",
+    )
     # Further commands (e.g. `bench`) get a subparser here and a function above.
     return parser
 
@@ -93,6 +97,9 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["test"]:
         # Everything after "test" is pytest's, verbatim: -k, -x, paths, even -h.
         test(argv[1:])
+    if argv[:1] == ["django-suite"]:
+        ensure_venv()
+        replace_with(PYTHON, "-m", "tools.django_suite", *argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         demo(args.port)

@@ -2,7 +2,7 @@
 
 An idle connection has nothing to say: the server only writes to it when it
 dies (a terminated backend, a restart, a crash: an error message and/or EOF)
-or, rarely, for a notification. So a zero-timeout ``select()`` on the socket
+or, rarely, for a notification. So a zero-timeout ``poll()`` on the socket
 costs a system call, not a round trip, and tells the common case apart; only
 a connection with unexpected input pays for a real ``SELECT`` -style probe.
 Half-open TCP connections (a peer that vanished without a FIN) stay silent:
@@ -18,6 +18,16 @@ from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
 
+def _readable(fd: int) -> bool:
+    """Input waiting on ``fd``, without blocking. poll(), unlike select(),
+    takes descriptors above 1024 (a busy process has them)."""
+    if not hasattr(select, "poll"):  # Windows
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def is_alive(conn: psycopg.Connection) -> bool:
     """True when ``conn`` can be handed out; False when it must be replaced."""
     pgconn = conn.pgconn
@@ -28,11 +38,10 @@ def is_alive(conn: psycopg.Connection) -> bool:
     ):
         return False
     try:
-        readable, _, _ = select.select([pgconn.socket], [], [], 0)
+        if not _readable(pgconn.socket):
+            return True
     except (OSError, ValueError, psycopg.Error):
         return False
-    if not readable:
-        return True
     try:
         ConnectionPool.check_connection(conn)
     except psycopg.Error:

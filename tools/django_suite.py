@@ -1,0 +1,152 @@
+"""Run Django's own test suite with the stock backend and with selecto_pool.
+
+    python3 dev.py django-suite [LABEL ...] [--parallel N]
+
+Downloads the source distribution of the installed Django (it holds
+``tests/runtests.py``) into ``.cache/``, starts a throwaway PostgreSQL (or uses
+``DATABASE_URL``; postgres_tests need ICU collations, which the embedded
+wheel's build lacks: ``SELECTO_PG_BIN=/usr/lib/postgresql/15/bin`` uses
+Debian's), runs the labels once with ``django.db.backends.postgresql``
+and once with ``selecto_pool.backend`` (pool and prepared statements on, the
+defaults), and lists every test that fails only with selecto_pool. Exits 1 if
+there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import django
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache"
+LABELS = [
+    *("backends", "transactions", "queries", "basic", "expressions", "aggregation"),
+    *("model_fields", "schema", "migrations", "raw_query", "bulk_create", "update"),
+    *("delete", "select_for_update", "introspection", "postgres_tests"),
+]
+ENGINES = {
+    "stock": "django.db.backends.postgresql",
+    "selecto": "selecto_pool.backend",
+}
+SETTINGS = """\
+import environ, os
+_db = environ.Env.db_url_config(os.environ["DATABASE_URL"])
+_engine = os.environ["DJANGO_SUITE_ENGINE"]
+_options = {"pool": {"pool_size": 2, "max_overflow": 8}} if "selecto" in _engine else {}
+DATABASES = {
+    alias: {**_db, "ENGINE": _engine, "NAME": f"django_{alias}", "OPTIONS": _options}
+    for alias in ("default", "other")
+}
+SECRET_KEY = "django_tests_secret_key"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+USE_TZ = False
+"""
+_OUTCOME = re.compile(r"^(FAIL|ERROR): (\S+) \(([\w.]+)\)", re.MULTILINE)
+
+
+def django_tests() -> Path:
+    """The ``tests/`` directory of the installed Django's source release."""
+    version = django.get_version()
+    source = CACHE / f"django-{version}"
+    if not (source / "tests" / "runtests.py").exists():
+        CACHE.mkdir(exist_ok=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"django=={version}",
+                "-d",
+                str(CACHE),
+            ],
+            check=True,
+        )
+        [archive] = CACHE.glob(f"[Dd]jango-{version}.tar.gz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(CACHE, filter="data")
+    (CACHE / "suite_settings.py").write_text(SETTINGS)
+    try:
+        import tblib  # noqa: F401 - the parallel runner pickles tracebacks with it
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "tblib"], check=True)
+    return source / "tests"
+
+
+def run(engine: str, labels: list[str], parallel: int, url: str) -> set[str]:
+    """The ids of the failing tests (FAIL and ERROR) with ``engine``."""
+    tests = django_tests()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SUITE_ENGINE": engine,
+        "PYTHONPATH": os.pathsep.join([str(CACHE), str(ROOT)]),
+    }
+    command = [
+        sys.executable,
+        "runtests.py",
+        "--settings=suite_settings",
+        f"--parallel={parallel}",
+        "--noinput",
+        *labels,
+    ]
+    log = CACHE / f"suite-{engine.split('.')[0]}.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        subprocess.run(
+            command, cwd=tests, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    text = log.read_text()
+    if not re.search(r"^Ran \d+ tests?", text, re.MULTILINE):
+        raise SystemExit(f"{engine}: the suite did not run, see {log}")
+    summary = [
+        line for line in text.splitlines() if line.startswith(("Ran ", "OK", "FAILED"))
+    ]
+    print(
+        f"{engine}: {' '.join(summary)} in {time.monotonic() - started:.0f} s ({log})"
+    )
+    return {where for _, _, where in _OUTCOME.findall(text)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("labels", nargs="*", default=LABELS)
+    parser.add_argument("--parallel", type=int, default=2)
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL")
+    server = None
+    if not url:
+        from testproject.pgserver import LocalPostgres
+
+        server = LocalPostgres().start()
+        url = server.url
+    try:
+        stock = run(ENGINES["stock"], args.labels, args.parallel, url)
+        ours = run(ENGINES["selecto"], args.labels, args.parallel, url)
+    finally:
+        if server:
+            server.destroy()
+    regressions = sorted(ours - stock)
+    print(
+        f"failing with the stock backend: {len(stock)}; with selecto_pool: {len(ours)}"
+    )
+    for test in regressions:
+        print(f"  only with selecto_pool: {test}")
+    print(f"{len(regressions)} passed with stock but fail with selecto_pool")
+    return 1 if regressions else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
