@@ -66,20 +66,22 @@ def get_pool(alias: str = "default") -> SelectoPool:
 def start_pool(
     config: str | Mapping[str, Any], *, name: str | None = None, **options: Any
 ) -> SelectoPool:
-    """Start a pool of its own, connected before it returns.
+    """Start a pool of its own, checked with one connection before it returns.
 
     ``config`` is a libpq connection string or URL, or a mapping of psycopg
     ``connect()`` arguments; ``options`` are pool options (``pool_size=...``).
-    Raises ``PoolStartError`` with the server's reason if it cannot connect.
+    What ``config`` says wins over the pool's defaults (``connect_timeout``
+    from ``connection_timeout``, TCP keepalives). Raises ``PoolStartError``
+    with the server's reason if it cannot connect.
     """
     pool_options = build_options(**options)
-    conninfo, kwargs = (config, {}) if isinstance(config, str) else ("", dict(config))
-    kwargs.setdefault("connect_timeout", pool_options.connection_timeout)
-    kwargs["autocommit"] = True
     name = name or f"direct-{next(_direct_pool_numbers)}"
-    pool = SelectoPool(
-        name=name, options=pool_options, kwargs=kwargs, conninfo=conninfo
-    )
+    kwargs = {
+        "connect_timeout": pool_options.connection_timeout,
+        **_connect_arguments(config, name),
+        "autocommit": True,
+    }
+    pool = SelectoPool(name=name, options=pool_options, kwargs=kwargs)
     _probe(pool, name)
     pool.open()
     _registry.track(pool)
@@ -194,6 +196,24 @@ def _resolve(pool: PoolRef) -> SelectoPool:
         "expected a pool from start_pool() or a database alias, "
         f"got {type(pool).__name__}"
     )
+
+
+def _connect_arguments(config: Any, name: str) -> dict[str, Any]:
+    """``config`` as psycopg ``connect()`` keyword arguments."""
+    if isinstance(config, Mapping):
+        return dict(config)
+    if not isinstance(config, str):
+        raise TypeError(
+            "start_pool() takes a connection string or URL, or a mapping of "
+            f"psycopg.connect() arguments; got {type(config).__name__}"
+        )
+    try:
+        return psycopg.conninfo.conninfo_to_dict(config)
+    except psycopg.ProgrammingError:
+        # Never echo the connection string: it may hold a password.
+        raise ImproperlyConfigured(
+            f"start_pool({name!r}): invalid connection string"
+        ) from None
 
 
 def _probe(pool: SelectoPool, name: str) -> None:

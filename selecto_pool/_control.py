@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from ._pool import SelectoPool
+from ._pool import TCP_KEEPALIVE_DEFAULTS, SelectoPool
 
 logger = logging.getLogger("selecto_pool")
 
@@ -48,6 +48,7 @@ class Responder:
         self.pool = pool
         self.alias = alias
         self._kwargs = {
+            **TCP_KEEPALIVE_DEFAULTS,
             **connect_kwargs,
             "autocommit": True,
             # PostgreSQL truncates application_name to 63 bytes.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ _FALSE = {"false", "off", "no", "0"}
 
 def _integer(minimum: int) -> tuple[Callable[[Any], int | None], str]:
     def parse(value: Any) -> int | None:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
             return value
@@ -92,7 +93,7 @@ _OFF = {"0", "0.0", "none", "off"}
 
 # name -> (parser returning None for a bad value, description of what's allowed)
 _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "pool_size": _integer(1),
+    "pool_size": _integer(0),
     "max_overflow": _integer(0),
     # libpq's connect_timeout is whole seconds with a minimum of 2.
     "connection_timeout": _integer(2),
@@ -191,10 +192,61 @@ def _apply(
         values[key] = value
 
 
+# Django's native pool takes psycopg_pool's arguments in OPTIONS["pool"]; three
+# of them mean what ours do, so switching ENGINE keeps such settings working.
+_NATIVE_NAMES = {"min_size": "pool_size", "timeout": "checkout_timeout"}
+
+
+def _apply_pool_dict(
+    values: dict[str, Any], pool: Mapping[str, Any], where: str
+) -> None:
+    """Apply ``OPTIONS["pool"]``, ours or in psycopg_pool's spelling."""
+    translated: dict[str, Any] = {}
+    spelled: dict[str, str] = {}  # our name -> the key as written
+    for key, value in pool.items():
+        name = _NATIVE_NAMES.get(key, key)
+        if name in translated or (key == "max_size" and "max_overflow" in pool):
+            other = "max_overflow" if key == "max_size" else spelled[name]
+            raise ImproperlyConfigured(
+                f"{where} sets both {other!r} and {key!r}: set only one."
+            )
+        translated[name] = value
+        spelled[name] = key
+    max_size = translated.pop("max_size", None)
+    _apply(values, translated, where, strict=True)
+    if max_size is not None:
+        parse, allowed = _integer(1)
+        pool_size = values.get("pool_size", PoolOptions.pool_size)
+        parsed = parse(max_size)
+        if parsed is None or parsed < pool_size:
+            raise ImproperlyConfigured(
+                f"{where}['max_size'] = {max_size!r} is invalid: expected {allowed} "
+                f"and >= pool_size/min_size ({pool_size})."
+            )
+        values["max_overflow"] = parsed - pool_size
+
+
+def _check_sizes(values: dict[str, Any], where: str) -> None:
+    pool_size = values.get("pool_size", PoolOptions.pool_size)
+    max_overflow = values.get("max_overflow", PoolOptions.max_overflow)
+    if pool_size + max_overflow < 1:
+        raise ImproperlyConfigured(
+            f"{where}: pool_size {pool_size} + max_overflow {max_overflow} allows no "
+            "connection at all; expected a total >= 1."
+        )
+
+
 def build_options(**overrides: Any) -> PoolOptions:
     """Options for a pool started directly (``start_pool(dsn, pool_size=3)``)."""
+    if "control" in overrides:
+        # Processes answer poolstats for the ORM's pools, named by alias.
+        raise ImproperlyConfigured(
+            "start_pool() option 'control' is invalid: only the ORM's pools "
+            "(DATABASES) answer manage.py poolstats/clearcache."
+        )
     values: dict[str, Any] = {}
     _apply(values, overrides, "start_pool() option", strict=True)
+    _check_sizes(values, "start_pool()")
     return PoolOptions(**values, explicit=frozenset(values))
 
 
@@ -220,22 +272,24 @@ def resolve_options(
         pool_setting = db_options["pool"]
         enabled_flag = _parse_enabled(pool_setting, f"{where}['pool']")
         if enabled_flag is None:
-            _apply(values, pool_setting, f"{where}['pool']", strict=True)
+            _apply_pool_dict(values, pool_setting, f"{where}['pool']")
         else:
             enabled = enabled_flag
 
     conn_max_age = settings_dict.get("CONN_MAX_AGE", 0)
     if enabled and conn_max_age != 0:
         raise ImproperlyConfigured(
-            f"DATABASES[{alias!r}]['CONN_MAX_AGE'] = {conn_max_age!r} conflicts "
-            "with pooling: the pool keeps connections open itself. Set "
+            "Pooling doesn't support persistent connections. "
+            f"DATABASES[{alias!r}]['CONN_MAX_AGE'] = {conn_max_age!r}: the pool "
+            "keeps connections open itself. Set "
             f"CONN_MAX_AGE to 0, or {where}['pool'] to False to use persistent "
             "connections without the pool."
         )
     if "connect_timeout" in db_options and "connection_timeout" in values:
         raise ImproperlyConfigured(
-            f"{where} sets both 'connect_timeout' and 'connection_timeout' "
-            f"({db_options['connect_timeout']!r} and "
-            f"{values['connection_timeout']!r}): set only one."
+            f"{where}['connect_timeout'] (libpq's, {db_options['connect_timeout']!r})"
+            " and the pool option 'connection_timeout' "
+            f"({values['connection_timeout']!r}) are both set: set only one."
         )
+    _check_sizes(values, f"DATABASES[{alias!r}]")
     return PoolOptions(enabled=enabled, **values, explicit=frozenset(values))

@@ -75,6 +75,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         kwargs: Mapping[str, Any],
         conninfo: str = "",
         configure: Callable[[Connection], Any] | None = None,
+        check: Callable[[Connection], Any] | None = None,
         target: Any = None,
     ):
         self.options = options
@@ -108,6 +109,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             max_size=options.max_size,
             open=False,
             configure=self._configure_new,
+            check=check,
             name=name,
             timeout=options.checkout_timeout,
             max_lifetime=options.max_lifetime,
@@ -164,6 +166,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if os.getpid() != self.owner_pid:
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
+        if getattr(conn, "_pool", None) is not self:
+            # Before any side effect: a connection returned twice, or to the
+            # wrong pool, may be in someone else's hands now.
+            raise ValueError(
+                f"can't return a connection to pool {self.name!r}: it is not "
+                "checked out from it (returned twice, or to the wrong pool?)"
+            )
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:
@@ -214,6 +223,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._maintainer.start()
 
     def close(self, timeout: float = 5.0) -> None:
+        if os.getpid() != self.owner_pid:
+            # A pool inherited across fork(): its sockets are the parent's.
+            return
         for callback in self._close_callbacks:
             callback()
         self._maintainer.stop(timeout)
@@ -259,7 +271,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             connection_errors=raw.get(self._CONNECTIONS_ERRORS, 0),
             connections_replaced=counts[_REPLACED] + raw.get(self._CONNECTIONS_LOST, 0),
             rollbacks_on_return=counts[_ROLLBACKS],
-            connections_opened=raw.get(self._CONNECTIONS_NUM, 0),
+            connections_opened=raw.get(self._CONNECTIONS_NUM, 0)
+            - raw.get(self._CONNECTIONS_ERRORS, 0),
             checkout_wait_p50_ms=_percentile(waits, 50),
             checkout_wait_p99_ms=_percentile(waits, 99),
             started_at=self.started_at,
@@ -357,11 +370,17 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             f"{stats.waiting} other client(s) waiting"
         )
         outage = getattr(self.connection_class, "selecto_outage", None)
+        opening = stats.connections - stats.idle - stats.in_use
         if outage is not None and outage.failures:
             message += (
                 f"; the last {outage.failures} attempt(s) to connect failed, for "
                 f"{time.monotonic() - outage.since:.1f} s ({outage.last_error}): "
                 "is the database server reachable?"
+            )
+        elif opening > 0 and stats.idle == 0:
+            message += (
+                f"; {opening} connection(s) still being opened: is the database "
+                "server slow or unreachable?"
             )
         return message
 

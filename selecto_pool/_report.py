@@ -75,7 +75,8 @@ def table(rows: list[dict[str, Any]], total: dict[str, Any]) -> str:
             lines.append(cells + [""] * (len(COLUMNS) - len(cells)))
             continue
         lines.append([_cell(data[key]) for _, key in COLUMNS])
-    total_cells = [f"TOTAL ({total['processes']} processes)", "", ""]
+    count = total["processes"]
+    total_cells = [f"TOTAL ({count} process{'es' if count != 1 else ''})", "", ""]
     total_cells += [_cell(total.get(key, "")) for _, key in COLUMNS[3:]]
     lines.append(total_cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]

@@ -219,6 +219,9 @@ def cache_of(conn: psycopg.Connection[Any]) -> StatementCache | None:
 class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
     """Django's cursor, binding server-side (and so preparing) where it's safe."""
 
+    #: The (query, params) of the last execute(), for last_executed_query().
+    executed: tuple[Any, Any] | None = None
+
     def execute(  # type: ignore[override]
         self,
         query: Any,
@@ -227,6 +230,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         prepare: bool | None = None,
         binary: bool | None = None,
     ) -> SelectoCursor:
+        self.executed = (query, params)
         if params is None or not is_preparable(query):
             return self._execute_stock(query, params)
         signature = _signature(query, params)

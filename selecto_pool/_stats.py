@@ -34,7 +34,8 @@ class PoolStats:
     connections_replaced: int
     #: Connections given back inside a transaction, which the pool rolled back.
     rollbacks_on_return: int
-    #: Connections opened since the pool started (initial fill included).
+    #: Connections opened since the pool started (initial fill included,
+    #: failed attempts not).
     connections_opened: int
     #: Median and 99th percentile of the last 1000 checkout waits.
     checkout_wait_p50_ms: float

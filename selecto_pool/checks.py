@@ -8,7 +8,7 @@ selecto_pool.E004       ``SELECTO_POOL_HEALTH["database"]`` is not a pooled alia
 selecto_pool.E005       invalid ``SELECTO_POOL_EXPECTED_PROCESSES``
 selecto_pool.W001       pools may need more connections than the server allows
                         (``check --database ALIAS``: asks the server)
-selecto_pool.W002       ``CONN_HEALTH_CHECKS`` has no effect with the pool
+selecto_pool.W002       ``CONN_HEALTH_CHECKS`` costs a round trip per checkout
 ======================  ==========================================================
 """
 
@@ -55,9 +55,10 @@ def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
     if options.enabled and settings_dict.get("CONN_HEALTH_CHECKS"):
         return [
             Warning(
-                f"DATABASES[{alias!r}]['CONN_HEALTH_CHECKS'] has no effect: the pool "
-                "checks every connection before handing it out.",
-                hint="Remove CONN_HEALTH_CHECKS.",
+                f"DATABASES[{alias!r}]['CONN_HEALTH_CHECKS'] adds a round trip to "
+                "every checkout; the pool already tests each connection it hands "
+                "out without one.",
+                hint="Remove CONN_HEALTH_CHECKS unless you want the round trip.",
                 id="selecto_pool.W002",
             )
         ]
@@ -141,10 +142,11 @@ def check_server_capacity(
 
 
 def _server_limit(alias: str) -> int:
-    """``max_connections`` less the slots reserved for superusers."""
+    """``max_connections`` less the reserved slots (PostgreSQL 16 added some)."""
     with connections[alias].cursor() as cursor:
         cursor.execute(
             "SELECT current_setting('max_connections')::int"
             " - current_setting('superuser_reserved_connections')::int"
+            " - coalesce(current_setting('reserved_connections', true)::int, 0)"
         )
         return int(cursor.fetchone()[0])

@@ -1,12 +1,15 @@
 """Every error selecto_pool raises, in one place.
 
 They subclass Django's ``OperationalError`` so that code already catching
-database errors around the ORM keeps working with the pool. Configuration
-mistakes raise Django's ``ImproperlyConfigured`` instead.
+database errors around the ORM keeps working with the pool; the timeout and
+closed-pool errors also subclass psycopg_pool's, as raised by Django's native
+pool, so code written for that keeps working too. Configuration mistakes raise
+Django's ``ImproperlyConfigured`` instead.
 """
 
 from __future__ import annotations
 
+import psycopg_pool
 from django.db.utils import OperationalError
 
 __all__ = ["CheckoutTimeout", "PoolClosed", "PoolError", "PoolStartError"]
@@ -16,11 +19,11 @@ class PoolError(OperationalError):
     """Base class of the pool's own errors."""
 
 
-class CheckoutTimeout(PoolError):
+class CheckoutTimeout(PoolError, psycopg_pool.PoolTimeout):
     """No connection became free within ``checkout_timeout``."""
 
 
-class PoolClosed(PoolError):
+class PoolClosed(PoolError, psycopg_pool.PoolClosed):
     """The pool was stopped, or is draining, and hands out no connections."""
 
 

@@ -27,7 +27,7 @@ def test_a_sound_configuration_passes() -> None:
 @pytest.mark.parametrize(
     ("changes", "check_id"),
     [
-        ({"OPTIONS": {"pool": {"pool_size": 0}}}, "selecto_pool.E001"),
+        ({"OPTIONS": {"pool": {"pool_size": -1}}}, "selecto_pool.E001"),
         ({"OPTIONS": {"pool": {"minsize": 2}}}, "selecto_pool.E001"),
         ({"CONN_MAX_AGE": 60}, "selecto_pool.E002"),
         ({"CONN_HEALTH_CHECKS": True}, "selecto_pool.W002"),

@@ -71,11 +71,11 @@ def test_pool_false_disables_pooling(flag: Any) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
     [
-        ("pool_size", 0, "an integer >= 1"),
-        ("pool_size", -3, "an integer >= 1"),
-        ("pool_size", "ten", "an integer >= 1"),
-        ("pool_size", 2.5, "an integer >= 1"),
-        ("pool_size", True, "an integer >= 1"),
+        ("pool_size", -3, "an integer >= 0"),
+        ("pool_size", "ten", "an integer >= 0"),
+        ("pool_size", 2.5, "an integer >= 0"),
+        ("pool_size", True, "an integer >= 0"),
+        ("pool_size", "--5", "an integer >= 0"),
         ("max_overflow", -1, "an integer >= 0"),
         ("max_overflow", None, "an integer >= 0"),
         ("connection_timeout", 1, "an integer >= 2"),
@@ -109,7 +109,11 @@ def test_invalid_option_names_key_value_and_allowed(
 @pytest.mark.parametrize(
     ("options", "settings", "named"),
     [
-        ({"pool": {"min_size": 4}}, {}, "'min_size'"),
+        ({"pool": {"min_size": 4, "pool_size": 4}}, {}, "'min_size'"),
+        ({"pool": {"max_size": 4, "max_overflow": 4}}, {}, "'max_size'"),
+        ({"pool": {"min_size": 4, "max_size": 2}}, {}, "'max_size'"),
+        ({"pool": {"num_workers": 4}}, {}, "'num_workers'"),
+        ({"pool": {"pool_size": 0, "max_overflow": 0}}, {}, "no connection"),
         ({"pool": {"pool_sise": 4}}, {}, "'pool_sise'"),
         ({"pool": 5}, {}, "['pool'] = 5"),
         ({"pool": "sometimes"}, {}, "'sometimes'"),
@@ -129,7 +133,7 @@ def test_invalid_configuration_is_named(
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
     with pytest.raises(ImproperlyConfigured, match="allowed keys: checkout_timeout"):
-        _ = wrapper_for({"pool": {"timeout": 1}}).pool_options
+        _ = wrapper_for({"pool": {"wait": 1}}).pool_options
 
 
 @override_settings(SELECTO_POOL=["pool_size", 3])
@@ -144,3 +148,11 @@ def test_start_pool_validates_options_before_connecting() -> None:
     assert SECRET not in str(info.value)
     with pytest.raises(ImproperlyConfigured, match="'poolsize'"):
         start_pool(f"postgres://app:{SECRET}@127.0.0.1:1/app", poolsize=2)
+
+
+def test_django_native_pool_options_keep_working() -> None:
+    """OPTIONS["pool"] written for Django's own pool (psycopg_pool's names)."""
+    options = wrapper_for({"pool": {"min_size": 2, "max_size": 6, "timeout": 3}})
+    resolved = options.pool_options
+    assert (resolved.pool_size, resolved.max_overflow) == (2, 4)
+    assert resolved.checkout_timeout == 3.0

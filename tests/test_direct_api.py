@@ -244,3 +244,41 @@ def test_alias_pool_stopped_is_rebuilt_by_the_orm(transactional_db: None) -> Non
     assert old.closed
     assert Author.objects.count() == 0
     assert sp.get_pool("default") is not old
+
+
+def test_a_connection_string_wins_over_the_pool_defaults(
+    transactional_db: None,
+) -> None:
+    info = conninfo_of("default")
+    url = psycopg.conninfo.make_conninfo(**info, connect_timeout=17, keepalives_idle=99)
+    pool = sp.start_pool(url, pool_size=1, max_overflow=0)
+    try:
+        with sp.with_connection(pool) as conn:
+            params = conn.info.get_parameters()
+            assert params["connect_timeout"] == "17"
+            assert params["keepalives_idle"] == "99"
+    finally:
+        sp.stop_pool(pool)
+
+
+def test_returning_a_connection_twice_or_elsewhere_is_refused(
+    pool: SelectoPool,
+) -> None:
+    conn = sp.checkout(pool)
+    sp.checkin(pool, conn)
+    idle = sp.pool_stats(pool).idle
+    with pytest.raises(ValueError, match="not checked out"):
+        sp.checkin(pool, conn)
+    assert (sp.pool_stats(pool).idle, sp.pool_stats(pool).in_use) == (idle, 0)
+    foreign = sp.checkout("default")
+    try:
+        with pytest.raises(ValueError, match="not checked out"):
+            sp.checkin(pool, foreign)
+        assert not foreign.closed
+    finally:
+        sp.checkin("default", foreign)
+
+
+def test_start_pool_rejects_what_is_not_a_configuration() -> None:
+    with pytest.raises(TypeError, match="got int"):
+        sp.start_pool(42)  # type: ignore[arg-type]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg_pool
 from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
+from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from .. import _registry
@@ -22,13 +24,33 @@ from .._control import Responder
 from .._options import OPTION_NAMES, PoolOptions, resolve_options
 from .._pool import SelectoPool
 from .._statements import SelectoCursor
+from ..errors import PoolError
 from .creation import DatabaseCreation
+from .operations import DatabaseOperations
+
+
+class _PoolErrorsPassThrough(DatabaseErrorWrapper):
+    """Django's error wrapper, leaving the pool's own errors as they are.
+
+    They are Django ``OperationalError`` subclasses already; re-wrapping would
+    turn a ``CheckoutTimeout`` into a plain ``OperationalError``.
+    """
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, PoolError):
+            return
+        super().__exit__(exc_type, exc_value, traceback)
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
     """A PostgreSQL ``DatabaseWrapper`` whose connections come from the pool."""
 
     creation_class = DatabaseCreation
+    ops_class = DatabaseOperations
+
+    @cached_property
+    def wrap_database_errors(self) -> DatabaseErrorWrapper:
+        return _PoolErrorsPassThrough(self)
 
     @cached_property
     def pool_options(self) -> PoolOptions:
@@ -76,8 +98,14 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         kwargs["autocommit"] = True
         if self.pool_options.prepares:
             kwargs["cursor_factory"] = SelectoCursor
+        # CONN_HEALTH_CHECKS adds psycopg_pool's round-trip check at checkout
+        # (as with Django's native pool) to the pool's own free liveness test.
+        health_checks = self.settings_dict["CONN_HEALTH_CHECKS"]
         pool = SelectoPool(
             name=self.alias,
+            check=psycopg_pool.ConnectionPool.check_connection
+            if health_checks
+            else None,
             options=self.pool_options,
             kwargs=kwargs,
             configure=self._configure_connection,
