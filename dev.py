@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +57,30 @@ def ensure_venv() -> None:
     STAMP.write_text(digest + "\n")
 
 
+def ensure_pgbouncer() -> None:
+    """Debian's pgbouncer, for tests/test_pgbouncer.py (skipped without it).
+
+    Installed when missing, on Debian-like machines where we are root (CI).
+    """
+    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        print("dev.py: no pgbouncer; its tests will be skipped", flush=True)
+        return
+    install = ["apt-get", "install", "-y", "-q", "pgbouncer"]
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    }
+    if subprocess.call(install, **quiet) != 0:
+        subprocess.call(["apt-get", "update", "-q"], **quiet)
+        subprocess.call(install, **quiet)
+
+
 def test(pytest_args: list[str]) -> NoReturn:
     """Lint first (it is quick), then the test suite."""
     ensure_venv()
+    ensure_pgbouncer()
     check(PYTHON, "-m", "ruff", "check", ".")
     replace_with(PYTHON, "-m", "pytest", *pytest_args)
 

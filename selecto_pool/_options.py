@@ -91,6 +91,18 @@ def _seconds_or_off() -> tuple[Callable[[Any], float | None], str]:
 _OFF = {"0", "0.0", "none", "off"}
 
 
+PGBOUNCER_MODES = ("transaction", "transaction-prepared")
+
+
+def _pgbouncer() -> tuple[Callable[[Any], Any], str]:
+    def parse(value: Any) -> Any:
+        if value is False or (isinstance(value, str) and value.lower() in _FALSE):
+            return "off"
+        return value if value in PGBOUNCER_MODES else None
+
+    return parse, f"False, {' or '.join(repr(mode) for mode in PGBOUNCER_MODES)}"
+
+
 # name -> (parser returning None for a bad value, description of what's allowed)
 _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "pool_size": _integer(0),
@@ -104,6 +116,8 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "prepare_threshold": _threshold(),
     # Answer `manage.py poolstats`/`clearcache` over LISTEN/NOTIFY (_control).
     "control": _boolean(),
+    # A PgBouncer in transaction mode between the pool and PostgreSQL.
+    "pgbouncer": _pgbouncer(),
     # Reliability (see _maintenance, _leaks and _shutdown).
     "health_check_interval": _seconds_or_off(),
     "leak_detection_threshold": _seconds_or_off(),
@@ -128,6 +142,10 @@ class PoolOptions:
     #: (psycopg's prepare_threshold); None never prepares.
     prepare_threshold: int | None = 5
     control: bool = True
+    #: "transaction": behind PgBouncer in transaction mode without prepared
+    #: statement support (< 1.22, or max_prepared_statements = 0): never
+    #: prepare. "transaction-prepared": PgBouncer >= 1.22 handles them.
+    pgbouncer: str = "off"
     #: Seconds between background sweeps of idle connections; 0 = off.
     health_check_interval: float = 30.0
     #: Log (with its checkout stack) a connection held longer; 0 = off.
@@ -144,8 +162,10 @@ class PoolOptions:
     @property
     def prepares(self) -> bool:
         """Whether connections prepare statements at all."""
-        return self.prepared_statement_cache_size > 0 and (
-            self.prepare_threshold is not None
+        return (
+            self.prepared_statement_cache_size > 0
+            and self.prepare_threshold is not None
+            and self.pgbouncer != "transaction"
         )
 
     @property

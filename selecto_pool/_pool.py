@@ -86,6 +86,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self.started_at = time.time()
         self._extra_configure = configure
         self._close_callbacks: list[Callable[[], None]] = []
+        # Set when prepared statements turn out not to survive (see
+        # _statements): connections are handed out with preparing off.
+        self._preparing_stopped = False
         # Guards the counters below; waited on by stop() for checkins.
         self._usage = threading.Condition()
         self._in_use = 0
@@ -152,6 +155,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
                 raise CheckoutTimeout(message)
             if self._vet(conn):
                 break
+        if self._preparing_stopped:
+            conn.prepare_threshold = None
         waited_ms = (time.monotonic() - started) * 1000.0
         with self._usage:
             self._in_use += 1
@@ -239,6 +244,12 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self._maintainer.park(task)
         else:
             super().schedule_task(task, delay)
+
+    def stop_preparing(self, reason: str) -> None:
+        """Hand out connections with prepared statements off from now on."""
+        if not self._preparing_stopped:
+            self._preparing_stopped = True
+            logger.warning("pool %r stops preparing statements: %s", self.name, reason)
 
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""

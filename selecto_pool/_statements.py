@@ -247,6 +247,8 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         try:
             super().execute(query, params, prepare=prepare, binary=binary)
         except psycopg.Error as exc:
+            if exc.sqlstate == "26000":
+                _statements_vanished(self.connection)
             if in_transaction:
                 raise
             if exc.sqlstate in _NOT_PREPARABLE:
@@ -297,6 +299,21 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
     def _count_fallback(self) -> None:
         if cache := cache_of(self.connection):
             cache.fallbacks += 1
+
+
+def _statements_vanished(conn: psycopg.Connection[Any]) -> None:
+    """A prepared statement is gone from the server without a DEALLOCATE here.
+
+    Typically a PgBouncer in transaction mode that doesn't carry prepared
+    statements across server connections: stop preparing on the whole pool.
+    """
+    conn.prepare_threshold = None
+    pool = getattr(conn, "_pool", None)
+    if pool is not None and hasattr(pool, "stop_preparing"):
+        pool.stop_preparing(
+            "a prepared statement vanished from the server (a PgBouncer in "
+            "transaction mode? set the pool option pgbouncer='transaction')"
+        )
 
 
 def _signature(query: str, params: Any) -> Hashable:

@@ -39,3 +39,8 @@ def spare_server() -> LocalPostgres:
     if _spare is None:
         _spare = _started()
     return _spare
+
+
+def local_server() -> LocalPostgres | None:
+    """The suite's own server, when it started one (not with DATABASE_URL)."""
+    return _server
