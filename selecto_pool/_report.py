@@ -23,6 +23,11 @@ COLUMNS = (
     ("TIMEOUTS", "checkout_timeouts"),
     ("CONN ERRORS", "connection_errors"),
     ("RECONNECTS", "connections_replaced"),
+    ("STMTS", "cache_statements"),
+    ("HITS", "cache_hits"),
+    ("MISSES", "cache_misses"),
+    ("EVICTED", "cache_evictions"),
+    ("HIT RATIO", "cache_hit_ratio"),
     ("AGE S", "age_seconds"),
 )
 _SUMMED = (
@@ -36,6 +41,10 @@ _SUMMED = (
     "checkout_timeouts",
     "connection_errors",
     "connections_replaced",
+    "cache_statements",
+    "cache_hits",
+    "cache_misses",
+    "cache_evictions",
 )
 _WORST = ("checkout_wait_p50_ms", "checkout_wait_p99_ms")
 
@@ -62,6 +71,10 @@ def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     answered = [r for r in rows if r["status"] == "ok"]
     total: dict[str, Any] = {key: sum(r[key] for r in answered) for key in _SUMMED}
     total.update({key: max((r[key] for r in answered), default=0.0) for key in _WORST})
+    lookups = total["cache_hits"] + total["cache_misses"]
+    total["cache_hit_ratio"] = (
+        round(total["cache_hits"] / lookups, 4) if lookups else 0.0
+    )
     total["processes"] = len(answered)
     return total
 
@@ -92,5 +105,5 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.1f}"
+        return f"{value:.2f}" if value < 1 else f"{value:.1f}"
     return str(value)

@@ -89,6 +89,28 @@ class _Decisions:
 # Signatures that ran server-side without a typing error, and those that can't.
 _verified = _Decisions()
 _rejected = _Decisions()
+# Executions per signature in this process, up to the threshold (see _hot).
+_executions: dict[Hashable, int] = {}
+
+
+def _hot(signature: Hashable, threshold: int | None) -> bool | None:
+    """True once a statement ran ``threshold`` times in this process.
+
+    psycopg counts per connection, and the pool hands connections out in
+    turn, so a statement would run threshold x pool_size times before being
+    prepared everywhere. Counted per process instead, a hot statement is
+    prepared on each connection the first time it runs there.
+    """
+    if threshold is None:
+        return None
+    seen = _executions.get(signature, 0)
+    if seen >= threshold:
+        return True
+    if len(_executions) > 20_000:
+        _executions.clear()  # statements built with varying text; start over
+    # Unlocked: a lost increment only delays preparing by one execution.
+    _executions[signature] = seen + 1
+    return None
 
 
 def is_preparable(query: object) -> bool:
@@ -242,6 +264,8 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         in_transaction = not self.connection.autocommit or (
             self.connection.info.transaction_status != pq.TransactionStatus.IDLE
         )
+        if prepare is None:
+            prepare = _hot(signature, self.connection.prepare_threshold)
         if in_transaction and signature not in _verified:
             return self._execute_guarded(query, params, signature, prepare, binary)
         try:

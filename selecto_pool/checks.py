@@ -9,6 +9,7 @@ selecto_pool.E005       invalid ``SELECTO_POOL_EXPECTED_PROCESSES``
 selecto_pool.W001       pools may need more connections than the server allows
                         (``check --database ALIAS``: asks the server)
 selecto_pool.W002       ``CONN_HEALTH_CHECKS`` costs a round trip per checkout
+selecto_pool.W003       ``prepare_threshold`` set behind a transaction-mode PgBouncer
 ======================  ==========================================================
 """
 
@@ -52,6 +53,18 @@ def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
     except ImproperlyConfigured as exc:
         check_id = "E002" if "CONN_MAX_AGE" in str(exc) else "E001"
         return [Error(str(exc), id=f"selecto_pool.{check_id}")]
+    if options.pgbouncer == "transaction" and "prepare_threshold" in options.explicit:
+        return [
+            Warning(
+                f"DATABASES[{alias!r}] sets prepare_threshold, but statements are "
+                "never prepared behind a transaction-mode PgBouncer "
+                "(pgbouncer='transaction'): they would vanish between "
+                "transactions.",
+                hint="PgBouncer >= 1.22 with max_prepared_statements > 0 keeps "
+                "them: set pgbouncer='transaction-prepared' then.",
+                id="selecto_pool.W003",
+            )
+        ]
     if options.enabled and settings_dict.get("CONN_HEALTH_CHECKS"):
         return [
             Warning(

@@ -31,6 +31,10 @@ def test_a_sound_configuration_passes() -> None:
         ({"OPTIONS": {"pool": {"minsize": 2}}}, "selecto_pool.E001"),
         ({"CONN_MAX_AGE": 60}, "selecto_pool.E002"),
         ({"CONN_HEALTH_CHECKS": True}, "selecto_pool.W002"),
+        (
+            {"OPTIONS": {"pool": {"pgbouncer": "transaction", "prepare_threshold": 2}}},
+            "selecto_pool.W003",
+        ),
     ],
 )
 def test_database_settings_checks(changes: dict[str, Any], check_id: str) -> None:
