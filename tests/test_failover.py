@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -67,8 +68,11 @@ def restartable(
 
 
 def test_queries_succeed_again_after_a_server_restart(
-    spare_server: LocalPostgres, restartable: DatabaseWrapper
+    spare_server: LocalPostgres,
+    restartable: DatabaseWrapper,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="selecto_pool")
     before = backend_pid(restartable)
     spare_server.stop()
 
@@ -91,3 +95,7 @@ def test_queries_succeed_again_after_a_server_restart(
     assert after != before
     for _ in range(10):
         backend_pid(restartable)
+    # Operators see the outage and the recovery, and never the password.
+    assert "cannot connect" in caplog.text
+    assert "connected again" in caplog.text
+    assert spare_server.password not in caplog.text

@@ -168,12 +168,6 @@ def test_health_over_real_http(processes: Processes) -> None:
     assert password not in body.decode()
 
 
-def test_poolstats_local_and_watch() -> None:
-    out = StringIO()
-    call_command("poolstats", "--local", "--database", "tiny", stdout=out)
-    assert "No process" in out.getvalue() or "TOTAL" in out.getvalue()
-
-
 def test_poolstats_of_an_unpooled_alias_is_an_error() -> None:
     from django.core.management.base import CommandError
 
@@ -188,3 +182,20 @@ def test_poolstats_local_shows_this_process() -> None:
     call_command("poolstats", "--local", "--json", "--database", "default", stdout=out)
     [row] = json.loads(out.getvalue())["processes"]
     assert row["pid"] == os.getpid() and row["connections"] >= 4
+
+
+def test_poolstats_watch_prints_until_interrupted(processes: Processes) -> None:
+    env = {**os.environ, "DATABASE_URL": url_of("default")}
+    env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    command = [sys.executable, "manage.py", "poolstats", "--json", "--watch", "0.2"]
+    watch = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert watch.stdout is not None
+        reports = [json.loads(watch.stdout.readline()) for _ in range(2)]
+    finally:
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=10) == 0
+    for report in reports:
+        assert processes.worker.pid in rows_by_pid(report)

@@ -33,14 +33,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["watch"] is not None and options["watch"] <= 0:
             raise CommandError("--watch takes a number of seconds > 0")
-        while True:
-            self._print(self._collect(options), as_json=options["json"])
-            if options["watch"] is None:
-                return
-            try:
+        try:
+            while True:
+                self._print(self._collect(options), as_json=options["json"])
+                if options["watch"] is None:
+                    return
+                self.stdout.flush()
                 time.sleep(options["watch"])
-            except KeyboardInterrupt:
-                return
+        except KeyboardInterrupt:
+            return  # the way to end --watch
 
     def _collect(self, options: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
