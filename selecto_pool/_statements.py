@@ -301,13 +301,15 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         try:
             super().execute(query, params, prepare=prepare, binary=binary)
         except psycopg.Error as exc:
+            if exc.sqlstate not in _NOT_PREPARABLE:
+                # A real error (constraint, timeout...): the transaction is
+                # aborted exactly as with the stock cursor; rolling it back, to
+                # Django's savepoint or entirely, drops this savepoint too.
+                raise
             self.connection.execute("ROLLBACK TO SAVEPOINT selecto_pool_probe")
             self.connection.execute("RELEASE SAVEPOINT selecto_pool_probe")
-            if exc.sqlstate in _NOT_PREPARABLE:
-                _rejected.add(signature)
-                self._count_fallback()
-            # Either way, the stock run decides: it succeeds, or it fails the
-            # way Django's cursor would (leaving the transaction aborted).
+            _rejected.add(signature)
+            self._count_fallback()
             return self._execute_stock(query, params)
         self.connection.execute("RELEASE SAVEPOINT selecto_pool_probe")
         _verified.add(signature)
