@@ -131,7 +131,7 @@ class Maintainer:
                 next_probe = now + PROBE_INTERVAL * random.uniform(0.8, 1.0)
             due = min(next_sweep, next_scan, next_probe)
             if due > now:
-                self._wake.wait(due - now)
+                self._wake.wait(None if due == math.inf else due - now)
                 continue
             pool = self._pool()
             if pool is None or pool.closed:
