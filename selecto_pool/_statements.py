@@ -54,6 +54,9 @@ _NOT_PREPARABLE = frozenset(
         "42846",  # cannot_coerce
         "42601",  # syntax_error, e.g. several commands in one statement
         "42P02",  # undefined_parameter
+        # grouping_error: "$1" in SELECT and "$2" in GROUP BY are different
+        # expressions to the server even with equal values (Django #34255).
+        "42803",
         "08P01",  # protocol_violation: bind supplies N parameters, needs M
     }
 )

@@ -200,3 +200,22 @@ def test_direct_execute_prepares_too(transactional_db: None) -> None:
         assert stats.cache_statements == 1 and stats.cache_hits >= 1
     finally:
         sp.stop_pool(pool)
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_parameters_repeated_in_group_by_fall_back() -> None:
+    """Django #34255: the same value in SELECT and GROUP BY, bound twice."""
+    from django.db.models import Min, Value
+    from django.db.models.functions import Greatest, Least
+
+    Author.objects.using("cached").create(name="a")
+    query = (
+        Author.objects.using("cached")
+        .annotate(biggest=Greatest("id", Value(600)))
+        .values("biggest")
+        .annotate(smallest=Min("id"), least=Least("smallest", "biggest"))
+        .values_list("least", flat=True)
+    )
+    with transaction.atomic(using="cached"):
+        assert len(list(query)) == 1
+    assert len(list(query)) == 1
