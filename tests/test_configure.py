@@ -37,6 +37,27 @@ def test_defaults_follow_the_seed() -> None:
     assert options.max_size == 30
 
 
+@pytest.mark.parametrize("off", [0, 0.0, None, "0", "off", "None"])
+def test_reliability_options_turn_off_with_zero_or_none(off: Any) -> None:
+    options = wrapper_for(
+        {
+            "pool": {
+                "health_check_interval": off,
+                "leak_detection_threshold": off,
+                "exit_timeout": off,
+            }
+        }
+    ).pool_options
+    assert options.health_check_interval == 0.0
+    assert options.leak_detection_threshold == 0.0
+    assert options.exit_timeout == 0.0
+    defaults = wrapper_for({}).pool_options
+    assert (defaults.health_check_interval, defaults.exit_timeout) == (30.0, 2.0)
+    assert defaults.leak_detection_threshold == 0.0  # off unless asked for
+    url = wrapper_for({"leak_detection_threshold": "2.5"}).pool_options
+    assert url.leak_detection_threshold == 2.5
+
+
 def test_pool_dict_beats_flat_options_beats_project_defaults() -> None:
     with override_settings(SELECTO_POOL={"pool_size": 3, "max_overflow": 1}):
         options = wrapper_for({"max_overflow": 7, "pool": {"checkout_timeout": 2}})
@@ -86,6 +107,13 @@ def test_pool_false_disables_pooling(flag: Any) -> None:
         ("max_lifetime", -1, "a number of seconds > 0"),
         ("max_idle", 0, "a number of seconds > 0"),
         ("prepared_statement_cache_size", -1, "an integer >= 0"),
+        ("health_check_interval", -1, "a number of seconds > 0, or 0 or None (off)"),
+        ("health_check_interval", "hourly", "a number of seconds > 0, or 0 or None"),
+        ("leak_detection_threshold", -0.5, "a number of seconds > 0, or 0 or None"),
+        ("leak_detection_threshold", True, "a number of seconds > 0, or 0 or None"),
+        ("leak_detection_threshold", float("nan"), "a number of seconds > 0"),
+        ("exit_timeout", "soon", "a number of seconds > 0, or 0 or None (off)"),
+        ("exit_timeout", float("inf"), "a number of seconds > 0, or 0 or None"),
     ],
 )
 @pytest.mark.parametrize("where", ["pool", "flat", "project"])
