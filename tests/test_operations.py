@@ -199,3 +199,20 @@ def test_poolstats_watch_prints_until_interrupted(processes: Processes) -> None:
         assert watch.wait(timeout=10) == 0
     for report in reports:
         assert processes.worker.pid in rows_by_pid(report)
+
+
+def test_a_process_that_does_not_answer_is_reported_not_waited_for(
+    processes: Processes,
+) -> None:
+    processes.worker.send_signal(signal.SIGSTOP)  # alive, connected, silent
+    try:
+        started = time.monotonic()
+        report = poolstats("--timeout", "0.5")
+        elapsed = time.monotonic() - started
+    finally:
+        processes.worker.send_signal(signal.SIGCONT)
+    assert elapsed < 2
+    row = rows_by_pid(report)[processes.worker.pid]
+    assert row["status"] == "no answer" and row["checkouts"] is None
+    assert rows_by_pid(report)[processes.web.pid]["status"] == "ok"
+    assert report["totals"]["processes"] == len(report["processes"]) - 1

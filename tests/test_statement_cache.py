@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, InternalError, connections, transaction
@@ -219,3 +220,34 @@ def test_parameters_repeated_in_group_by_fall_back() -> None:
     with transaction.atomic(using="cached"):
         assert len(list(query)) == 1
     assert len(list(query)) == 1
+
+
+def test_clear_cache_reaches_every_connection_of_a_larger_pool(
+    transactional_db: None,
+) -> None:
+    pool = sp.get_pool("default")
+    pool.wait(timeout=10)
+    held = [pool.getconn() for _ in range(pool.stats().idle)]
+    try:
+        for conn in held:
+            psycopg.Cursor(conn).execute("SELECT %s::int * 3", [1], prepare=True)
+            assert prepared_count(conn) >= 1
+    finally:
+        for conn in held[1:]:
+            pool.putconn(conn)
+    busy = held[0]  # checked out during the clear: cleared when returned
+    sp.clear_cache("default")
+    pool.putconn(busy)
+    again = [pool.getconn() for _ in held]
+    try:
+        assert {id(conn) for conn in again} == {id(conn) for conn in held}
+        for conn in again:
+            assert prepared_count(conn) == 0
+            assert conn.execute("SHOW TIME ZONE").fetchone() == ("UTC",)
+    finally:
+        for conn in again:
+            pool.putconn(conn)
+
+
+def prepared_count(conn: psycopg.Connection[Any]) -> int:
+    return conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
