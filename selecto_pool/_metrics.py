@@ -27,6 +27,7 @@ _METRICS = (
     ("connection_errors", "counter", "Failed connects.", "connection_errors", 1),
     ("reconnects", "counter", "Dead connections replaced.", "connections_replaced", 1),
     ("rollbacks", "counter", "Returns rolled back.", "rollbacks_on_return", 1),
+    ("leaks", "counter", "Connections held past the leak threshold.", "leaks", 1),
     (
         "checkout_wait_p50_seconds",
         "gauge",

@@ -32,7 +32,7 @@ from django.core.management import call_command
 from django.db import OperationalError, connections
 
 import selecto_pool as sp
-from selecto_pool import SelectoPool
+from selecto_pool import SelectoPool, _metrics
 from selecto_pool.backend.base import DatabaseWrapper
 from testproject.pgserver import LocalPostgres, free_port
 
@@ -566,6 +566,8 @@ def test_leak_detection_logs_the_checkout_stack_once(
         assert reports[0].levelno == logging.WARNING
         assert "in forget_to_return" in reports[0].message
         assert "test_leak_detection_logs_the_checkout_stack_once" in reports[0].message
+        metrics = _metrics.render({"leaky": pool.stats()}, {})
+        assert 'selecto_pool_leaks_total{alias="leaky"} 1' in metrics
         sp.checkin(pool, conn)
         assert "came back after" in caplog.records[-1].message
     finally:
