@@ -21,6 +21,7 @@ def add_common_arguments(parser: CommandParser) -> None:
         action="store_true",
         help="Only the pools of this process, without asking the others.",
     )
+    parser.add_argument("--json", action="store_true", help="Print JSON.")
     parser.add_argument(
         "--timeout",
         type=float,

@@ -22,7 +22,6 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_common_arguments(parser)
-        parser.add_argument("--json", action="store_true", help="Print JSON.")
         parser.add_argument(
             "--watch",
             type=float,
