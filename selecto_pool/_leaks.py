@@ -12,6 +12,7 @@ the stack that checked it out, and counted in ``PoolStats.leaks``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger("selecto_pool")
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 # Scan often enough to report a leak within ~1.5x the threshold, but never
 # more than 20 times a second nor less than once every 5 s.
@@ -62,6 +65,9 @@ class LeakDetector:
             traceback.walk_stack(frame), lookup_lines=False
         )
         stack.reverse()
+        # The innermost frames are the pool's own (checkout(), execute()...).
+        while stack and stack[-1].filename.startswith(_PACKAGE_DIR):
+            stack.pop()
         record = _Checkout(time.monotonic(), threading.current_thread().name, stack)
         with self._lock:
             self._out[id(conn)] = record
