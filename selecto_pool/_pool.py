@@ -58,6 +58,7 @@ _CHECKOUTS = "checkouts"
 _TIMEOUTS = "checkout_timeouts"
 _REPLACED = "connections_replaced"
 _ROLLBACKS = "rollbacks_on_return"
+_VANISHED_BEFORE_STOP = 3
 
 # psycopg_pool schedules a retry of a failed connection attempt as one of
 # these; the pool parks them for its reconnect probe (see ``_maintenance``).
@@ -89,6 +90,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         # Set when prepared statements turn out not to survive (see
         # _statements): connections are handed out with preparing off.
         self._preparing_stopped = False
+        self._vanished = 0
         # Guards the counters below; waited on by stop() for checkins.
         self._usage = threading.Condition()
         self._in_use = 0
@@ -245,11 +247,24 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         else:
             super().schedule_task(task, delay)
 
-    def stop_preparing(self, reason: str) -> None:
-        """Hand out connections with prepared statements off from now on."""
-        if not self._preparing_stopped:
+    def statements_vanished(self) -> None:
+        """A connection lost prepared statements it did not deallocate.
+
+        Once may be someone's DEALLOCATE; a few times means they don't survive
+        (a transaction-mode PgBouncer): connections are handed out with
+        preparing off from then on.
+        """
+        with self._usage:
+            self._vanished += 1
+            stop = self._vanished == _VANISHED_BEFORE_STOP
+        if stop:
             self._preparing_stopped = True
-            logger.warning("pool %r stops preparing statements: %s", self.name, reason)
+            logger.warning(
+                "pool %r stops preparing statements: prepared statements vanish "
+                "from the server (a PgBouncer in transaction mode? set the pool "
+                "option pgbouncer='transaction')",
+                self.name,
+            )
 
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""
@@ -295,7 +310,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
     # -- internals -----------------------------------------------------------
     def _configure_new(self, conn: Connection) -> None:
         self._conn_generation[conn] = self._generation
-        if self.options.prepares:
+        # Off unless the cache is on (psycopg's default would prepare).
+        conn.prepare_threshold = None
+        if self.options.prepares and not self._preparing_stopped:
             _statements.install(
                 conn,
                 cache_size=self.options.prepared_statement_cache_size,

@@ -62,6 +62,8 @@ _NOT_PREPARABLE = frozenset(
 )
 # The statement was prepared before a schema change or is gone from the server.
 _STALE = frozenset({"0A000", "26000"})
+# Statements missing, or a name taken, though psycopg prepared/freed them here.
+_VANISHED = frozenset({"26000", "42P05"})
 _STALE_MESSAGE = "cached plan must not change result type"
 
 _PREPARABLE_START = re.compile(
@@ -274,8 +276,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         try:
             super().execute(query, params, prepare=prepare, binary=binary)
         except psycopg.Error as exc:
-            if exc.sqlstate == "26000":
-                _statements_vanished(self.connection)
+            _note_server_error(self.connection, exc)
             if in_transaction:
                 raise
             if exc.sqlstate in _NOT_PREPARABLE:
@@ -304,6 +305,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         try:
             super().execute(query, params, prepare=prepare, binary=binary)
         except psycopg.Error as exc:
+            _note_server_error(self.connection, exc)
             if exc.sqlstate not in _NOT_PREPARABLE:
                 # A real error (constraint, timeout...): the transaction is
                 # aborted exactly as with the stock cursor; rolling it back, to
@@ -330,19 +332,20 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             cache.fallbacks += 1
 
 
-def _statements_vanished(conn: psycopg.Connection[Any]) -> None:
-    """A prepared statement is gone from the server without a DEALLOCATE here.
-
-    Typically a PgBouncer in transaction mode that doesn't carry prepared
-    statements across server connections: stop preparing on the whole pool.
-    """
-    conn.prepare_threshold = None
-    pool = getattr(conn, "_pool", None)
-    if pool is not None and hasattr(pool, "stop_preparing"):
-        pool.stop_preparing(
-            "a prepared statement vanished from the server (a PgBouncer in "
-            "transaction mode? set the pool option pgbouncer='transaction')"
-        )
+def _note_server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> None:
+    """Bookkeeping after a server-side run failed, before any retry."""
+    if exc.sqlstate in _VANISHED:
+        # Typically a PgBouncer in transaction mode that doesn't carry
+        # prepared statements across server connections.
+        conn.prepare_threshold = None
+        pool = getattr(conn, "_pool", None)
+        if pool is not None and hasattr(pool, "statements_vanished"):
+            pool.statements_vanished()
+    if _is_stale(exc) and (cache := cache_of(conn)) is not None:
+        # Inside a transaction nothing can be retried: forget the statements
+        # so that the next run prepares afresh (psycopg sends the DEALLOCATE
+        # ALL after the next successful command, e.g. the ROLLBACK).
+        cache.invalidate()
 
 
 def _signature(query: str, params: Any) -> Hashable:

@@ -7,7 +7,13 @@ from typing import Any
 import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, InternalError, connections, transaction
+from django.db import (
+    IntegrityError,
+    InternalError,
+    NotSupportedError,
+    connections,
+    transaction,
+)
 from django.db.models.expressions import RawSQL
 
 import selecto_pool as sp
@@ -251,3 +257,40 @@ def test_clear_cache_reaches_every_connection_of_a_larger_pool(
 
 def prepared_count(conn: psycopg.Connection[Any]) -> int:
     return conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_a_stale_statement_fails_once_inside_a_transaction(observer: Observer) -> None:
+    with connections["cached"].cursor() as cursor:
+        cursor.execute("CREATE TABLE dial (id int PRIMARY KEY, reading int)")
+        cursor.execute("INSERT INTO dial VALUES (1, 7)")
+
+    def read() -> list[tuple[Any, ...]]:
+        with connections["cached"].cursor() as cursor:
+            cursor.execute("SELECT reading FROM dial WHERE id = %s", [1])
+            return cursor.fetchall()
+
+    for _ in range(3):
+        assert read() == [(7,)]
+    observer.conn.execute("ALTER TABLE dial ALTER COLUMN reading TYPE text")
+    stale = pytest.raises(NotSupportedError, match="cached plan")
+    with stale, transaction.atomic(using="cached"):
+        read()
+    with transaction.atomic(using="cached"):
+        assert read() == [("7",)]
+    observer.conn.execute("DROP TABLE dial")
+
+
+def test_a_disabled_cache_prepares_nothing(transactional_db: None) -> None:
+    from .conftest import conninfo_of
+
+    pool = sp.start_pool(
+        conninfo_of("default"), pool_size=1, prepared_statement_cache_size=0
+    )
+    try:
+        for _ in range(3):
+            sp.execute(pool, "SELECT %s::int", [1], prepare=True)
+        with sp.with_connection(pool) as conn:
+            assert prepared_count(conn) == 0
+    finally:
+        sp.stop_pool(pool)

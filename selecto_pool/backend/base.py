@@ -79,6 +79,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         params = super().get_connection_params()
         for name in OPTION_NAMES:
             params.pop(name, None)
+        # psycopg's prepare_threshold, as Django passes it (None: never).
+        # Pooled connections get the cache's in the pool's configure step;
+        # unpooled ones keep Django's meaning of the option.
+        options = self.pool_options
+        explicit = "prepare_threshold" in options.explicit and not options.enabled
+        params["prepare_threshold"] = options.prepare_threshold if explicit else None
         params.setdefault("connect_timeout", self.pool_options.connection_timeout)
         return params
 
