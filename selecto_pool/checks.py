@@ -53,8 +53,9 @@ def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
     except ImproperlyConfigured as exc:
         check_id = "E002" if "CONN_MAX_AGE" in str(exc) else "E001"
         return [Error(str(exc), id=f"selecto_pool.{check_id}")]
+    warnings: list[CheckMessage] = []
     if options.pgbouncer == "transaction" and "prepare_threshold" in options.explicit:
-        return [
+        warnings.append(
             Warning(
                 f"DATABASES[{alias!r}] sets prepare_threshold, but statements are "
                 "never prepared behind a transaction-mode PgBouncer "
@@ -64,9 +65,9 @@ def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
                 "them: set pgbouncer='transaction-prepared' then.",
                 id="selecto_pool.W003",
             )
-        ]
+        )
     if options.enabled and settings_dict.get("CONN_HEALTH_CHECKS"):
-        return [
+        warnings.append(
             Warning(
                 f"DATABASES[{alias!r}]['CONN_HEALTH_CHECKS'] adds a round trip to "
                 "every checkout; the pool already tests each connection it hands "
@@ -74,8 +75,8 @@ def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
                 hint="Remove CONN_HEALTH_CHECKS unless you want the round trip.",
                 id="selecto_pool.W002",
             )
-        ]
-    return []
+        )
+    return warnings
 
 
 def _health_errors() -> list[CheckMessage]:
