@@ -310,16 +310,17 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
     # -- internals -----------------------------------------------------------
     def _configure_new(self, conn: Connection) -> None:
         self._conn_generation[conn] = self._generation
-        # Off unless the cache is on (psycopg's default would prepare).
+        # Off unless the cache is on (psycopg's default would prepare), and
+        # off while Django configures the session: those run once.
         conn.prepare_threshold = None
+        if self._extra_configure:
+            self._extra_configure(conn)
         if self.options.prepares and not self._preparing_stopped:
             _statements.install(
                 conn,
                 cache_size=self.options.prepared_statement_cache_size,
                 threshold=self.options.prepare_threshold or 0,
             )
-        if self._extra_configure:
-            self._extra_configure(conn)
 
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""

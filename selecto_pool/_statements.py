@@ -61,7 +61,7 @@ _NOT_PREPARABLE = frozenset(
     }
 )
 # The statement was prepared before a schema change or is gone from the server.
-_STALE = frozenset({"0A000", "26000"})
+_STALE = frozenset({"0A000", "26000", "42P05"})
 # Statements missing, or a name taken, though psycopg prepared/freed them here.
 _VANISHED = frozenset({"26000", "42P05"})
 _STALE_MESSAGE = "cached plan must not change result type"
@@ -288,7 +288,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             # Outside a transaction nothing ran: forget every statement of this
             # connection (psycopg clears its cache on DEALLOCATE ALL), rerun once.
             self.connection.execute("DEALLOCATE ALL")
-            super().execute(query, params, prepare=prepare, binary=binary)
+            super().execute(query, params, prepare=False, binary=binary)
         _verified.add(signature)
         return self
 
@@ -358,5 +358,5 @@ def _signature(query: str, params: Any) -> Hashable:
 
 def _is_stale(exc: psycopg.Error) -> bool:
     return exc.sqlstate in _STALE and (
-        exc.sqlstate == "26000" or _STALE_MESSAGE in str(exc)
+        exc.sqlstate != "0A000" or _STALE_MESSAGE in str(exc)
     )
