@@ -11,7 +11,10 @@ TCP keepalives, which the pool turns on, make the kernel report them.
 
 from __future__ import annotations
 
+import math
 import select
+import time
+from typing import Any
 
 import psycopg
 from psycopg.pq import ConnStatus, TransactionStatus
@@ -47,3 +50,12 @@ def is_alive(conn: psycopg.Connection) -> bool:
     except psycopg.Error:
         return False
     return True
+
+
+def expired(conn: psycopg.Connection[Any]) -> bool:
+    """Past ``max_lifetime``? psycopg_pool only asks when a connection returns.
+
+    ``_expire_at`` is psycopg_pool's private attribute (a monotonic deadline
+    set when it connects); without it, a connection never expires here.
+    """
+    return getattr(conn, "_expire_at", math.inf) <= time.monotonic()

@@ -19,9 +19,7 @@ subclass adds only what it lacks:
 from __future__ import annotations
 
 import logging
-import math
 import os
-import statistics
 import threading
 import time
 import weakref
@@ -35,11 +33,11 @@ from psycopg.pq import TransactionStatus
 
 from . import _statements
 from ._connections import connection_class_for
-from ._health import is_alive
+from ._health import expired, is_alive
 from ._leaks import LeakDetector
 from ._maintenance import Maintainer
 from ._options import PoolOptions
-from ._stats import PoolStats
+from ._stats import PoolStats, cache_totals, percentile
 from .errors import CheckoutTimeout, PoolClosed
 
 logger = logging.getLogger("selecto_pool")
@@ -226,6 +224,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         return int(stats.get(self._POOL_SIZE, 0))
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        if not wait and not self.closed:
+            # Already open: Django calls open() before every checkout; skip
+            # psycopg_pool's lock for it.
+            return
         super().open(wait=wait, timeout=timeout)
         self._maintainer.start()
 
@@ -299,10 +301,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             rollbacks_on_return=counts[_ROLLBACKS],
             connections_opened=raw.get(self._CONNECTIONS_NUM, 0)
             - raw.get(self._CONNECTIONS_ERRORS, 0),
-            checkout_wait_p50_ms=_percentile(waits, 50),
-            checkout_wait_p99_ms=_percentile(waits, 99),
+            checkout_wait_p50_ms=percentile(waits, 50),
+            checkout_wait_p99_ms=percentile(waits, 99),
             started_at=self.started_at,
-            **_cache_totals(self.cache_stats()),
+            **cache_totals(self.cache_stats()),
             leaks=self._leaks.leaks if self._leaks is not None else 0,
             closed=self.closed,
         )
@@ -373,7 +375,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if not is_alive(conn):
             self._replace(conn)
             return False
-        if _expired(conn):
+        if expired(conn):
             # psycopg_pool closes it when given back, and opens a replacement.
             super().putconn(conn)
             return False
@@ -412,31 +414,3 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
                 "server slow or unreachable?"
             )
         return message
-
-
-def _cache_totals(caches: list[dict[str, int]]) -> dict[str, Any]:
-    totals = {
-        f"cache_{key}": sum(cache[key] for cache in caches)
-        for key in _statements.CACHE_COUNTERS
-    }
-    lookups = totals["cache_hits"] + totals["cache_misses"]
-    totals["cache_hit_ratio"] = (
-        round(totals["cache_hits"] / lookups, 4) if lookups else 0.0
-    )
-    return totals
-
-
-def _expired(conn: Connection) -> bool:
-    """Past ``max_lifetime``? psycopg_pool only asks when a connection returns.
-
-    ``_expire_at`` is psycopg_pool's private attribute (a monotonic deadline
-    set when it connects); without it, a connection never expires here.
-    """
-    return getattr(conn, "_expire_at", math.inf) <= time.monotonic()
-
-
-def _percentile(samples: list[float], pct: int) -> float:
-    """The pct-th percentile of ``samples`` (0.0 when there are none)."""
-    if len(samples) < 2:
-        return round(samples[0], 3) if samples else 0.0
-    return round(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1], 3)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from dataclasses import dataclass
 from typing import Any
+
+from ._statements import CACHE_COUNTERS
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,22 @@ class PoolStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def cache_totals(caches: list[dict[str, int]]) -> dict[str, Any]:
+    """The per-connection cache counters summed, plus the pool's hit ratio."""
+    totals = {
+        f"cache_{key}": sum(cache[key] for cache in caches) for key in CACHE_COUNTERS
+    }
+    lookups = totals["cache_hits"] + totals["cache_misses"]
+    totals["cache_hit_ratio"] = (
+        round(totals["cache_hits"] / lookups, 4) if lookups else 0.0
+    )
+    return totals
+
+
+def percentile(samples: list[float], pct: int) -> float:
+    """The pct-th percentile of ``samples`` (0.0 when there are none)."""
+    if len(samples) < 2:
+        return round(samples[0], 3) if samples else 0.0
+    return round(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1], 3)
