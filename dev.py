@@ -2,8 +2,8 @@
 """Developer entry point: ``python3 dev.py test [PYTEST ARGS]`` or ``dev.py demo``.
 
 Standard library only, so that a fresh clone needs nothing but Python 3.10+: it
-keeps ``.venv`` up to date with ``pip install -e .[test]`` and runs the tool from
-there.
+keeps ``.venv`` up to date with ``pip install -e .[test]`` (``.[test,bench]``
+for ``dev.py bench``) and runs the tool from there.
 """
 
 from __future__ import annotations
@@ -43,18 +43,28 @@ def replace_with(*cmd: str | Path) -> NoReturn:
     os.execv(argv[0], argv)
 
 
-def ensure_venv() -> None:
-    """Create ``.venv`` and install the project into it when pyproject changed."""
+def ensure_venv(extras: tuple[str, ...] = ("test",)) -> None:
+    """Create ``.venv`` and install the project into it when pyproject changed.
+
+    The stamp also lists the extras installed, so that ``bench`` adds its own
+    once and ``test`` afterwards doesn't reinstall.
+    """
     if not PYTHON.exists():
         print(f"dev.py: creating {VENV.name}", flush=True)
         check(sys.executable, "-m", "venv", VENV)
         check(PYTHON, "-m", "pip", "install", "--upgrade", "pip")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text().strip() == digest:
+    stamp = STAMP.read_text().split() if STAMP.exists() else []
+    installed: set[str] = set()
+    if stamp[:1] == [digest]:
+        # A stamp without extras was written by `test`.
+        installed = set(stamp[1].split(",")) if len(stamp) > 1 else {"test"}
+    if set(extras) <= installed:
         return
-    print("dev.py: pyproject.toml changed, installing -e .[test]", flush=True)
-    check(PYTHON, "-m", "pip", "install", "-e", ".[test]")
-    STAMP.write_text(digest + "\n")
+    wanted = ",".join(sorted(installed | set(extras)))
+    print(f"dev.py: installing -e .[{wanted}]", flush=True)
+    check(PYTHON, "-m", "pip", "install", "-e", f".[{wanted}]")
+    STAMP.write_text(f"{digest} {wanted}\n")
 
 
 def ensure_pgbouncer() -> None:
@@ -110,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "django-suite",
         help="Django's own tests, stock backend vs selecto_pool (see tools/)",
     )
-    # Further commands (e.g. `bench`) get a subparser here and a function above.
+    commands.add_parser(
+        "bench",
+        help="benchmarks against Django's own options (see docs/benchmarks.md; "
+        "other arguments: python -m bench's, e.g. --quick)",
+    )
+    # Further commands get a subparser here and a function above.
     return parser
 
 
@@ -122,6 +137,10 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["django-suite"]:
         ensure_venv()
         replace_with(PYTHON, "-m", "tools.django_suite", *argv[1:])
+    if argv[:1] == ["bench"]:
+        # Its own PostgreSQL, started and stopped by bench (or DATABASE_URL).
+        ensure_venv(("test", "bench"))
+        replace_with(PYTHON, "-m", "bench", *argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         demo(args.port)

@@ -1,0 +1,168 @@
+"""``python -m bench [--quick]``: run the benchmark, print and save the results.
+
+``python3 dev.py bench`` installs what this needs (the ``bench`` extra) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import chart, report, server, versions
+from .configs import CONFIGS
+from .runner import ROOT, Plan, Runner, with_snapshot
+from .workloads import WORKLOADS
+
+RESULTS = ROOT / "bench" / "results"
+DOCS_CHART = ROOT / "docs" / "benchmarks.png"
+FULL = {"reps": 5, "warmup": 0.75, "duration": 2.5}
+QUICK = {"reps": 2, "warmup": 0.3, "duration": 1.0}
+
+
+def _names(choices: dict[str, Any]) -> Any:
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown: {', '.join(unknown)} (choose from {', '.join(choices)})"
+            )
+        return names
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="2 short repetitions (~3 min)"
+    )
+    parser.add_argument("--reps", type=int, help=f"default {FULL['reps']}")
+    parser.add_argument("--warmup", type=float, help="unmeasured seconds per run")
+    parser.add_argument("--duration", type=float, help="measured seconds per run")
+    parser.add_argument(
+        "--configs", type=_names(CONFIGS), default=list(CONFIGS), help="a,b,..."
+    )
+    parser.add_argument(
+        "--workloads", type=_names(WORKLOADS), default=list(WORKLOADS), help="x,y,..."
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        help=f"where the PNG goes (default: {DOCS_CHART.relative_to(ROOT)} for a "
+        "full run of everything, else next to the JSON)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="CONFIG:WORKLOAD",
+        action="append",
+        help="instead of benchmarking, profile runs with py-spy (repeatable)",
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    plan = Plan(
+        configs=args.configs,
+        workloads=args.workloads,
+        reps=args.reps or defaults["reps"],
+        warmup=args.warmup if args.warmup is not None else defaults["warmup"],
+        duration=args.duration or defaults["duration"],
+    )
+    # A SIGTERM must stop the PostgreSQL we started too, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    code_dir, digest = with_snapshot()
+    try:
+        with server.provision(os.environ.get("DATABASE_URL")) as target:
+            runner = Runner(target, code_dir)
+            print("creating the benchmark tables and data...", flush=True)
+            runner.setup()
+            if args.profile:
+                return _profile(runner, args.profile, plan, stamp)
+            meta = versions.collect(ROOT, server.server_version(target.url), digest)
+            print(_intro(plan, target.local, meta), flush=True)
+            started = time.monotonic()
+            records = runner.run(plan, progress=lambda line: print(line, flush=True))
+            elapsed = time.monotonic() - started
+    finally:
+        shutil.rmtree(code_dir, ignore_errors=True)
+    summary = report.summarise(records, plan.reps)
+    checks = report.targets(summary)
+    print(report.table(summary, runner.excluded))
+    print(report.targets_table(checks))
+    name = f"{stamp}{'-quick' if args.quick else ''}"
+    output = RESULTS / f"{name}.json"
+    document = {
+        "plan": plan.__dict__,
+        "quick": args.quick,
+        "local_server": target.local,
+        "elapsed_s": round(elapsed, 1),
+        "environment": meta,
+        "excluded": runner.excluded,
+        "summary": summary,
+        "targets": checks,
+        "runs": records,
+    }
+    output.write_text(json.dumps(document, indent=1, default=str) + "\n")
+    complete = plan.configs == list(CONFIGS) and plan.workloads == list(WORKLOADS)
+    chart_path = args.chart or (
+        DOCS_CHART if complete and not args.quick else RESULTS / f"{name}.png"
+    )
+    subtitle = (
+        f"{meta['cpus']} cores shared by client and server; selecto_pool "
+        f"{meta['selecto_pool_commit']}; {plan.reps} repetitions of "
+        f"{plan.duration:g} s"
+    )
+    chart.draw(summary, chart_path, subtitle)
+    print(
+        f"\n{elapsed / 60:.1f} min; results: {_shown(output)}, chart: "
+        f"{_shown(chart_path)}"
+    )
+    return 0
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _intro(plan: Plan, local: bool, meta: dict[str, Any]) -> str:
+    runs = plan.reps * len(plan.configs) * len(plan.workloads)
+    where = "a private PostgreSQL" if local else "DATABASE_URL's server"
+    return (
+        f"{runs} runs of {plan.warmup:g} + {plan.duration:g} s on {where} "
+        f"(PostgreSQL {meta['postgresql']}, {meta['cpus']} cores, "
+        f"selecto_pool {meta['selecto_pool_commit']}"
+        f"{' + uncommitted changes' if meta['selecto_pool_uncommitted'] else ''})"
+    )
+
+
+def _profile(runner: Runner, wanted: list[str], plan: Plan, stamp: str) -> int:
+    from .profile import profile
+
+    for item in wanted:
+        config, _, workload = item.partition(":")
+        if config not in CONFIGS or workload not in WORKLOADS:
+            raise SystemExit(f"--profile {item}: expected CONFIG:WORKLOAD")
+        output = RESULTS / f"profile-{stamp}-{config}-{workload}.txt"
+        print(profile(runner, config, workload, max(plan.duration, 5.0), output))
+        print(f"  raw stacks: {_shown(output)}\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,113 @@
+"""The configurations compared: one ``DATABASES["default"]`` entry each.
+
+Every configuration gets the same connection parameters (and an
+``application_name`` per run, by which the connections it uses are counted);
+only the engine and its pooling options differ. ``TimeZone=UTC`` is set at
+connect time, as on a production server, so that no configuration pays an
+extra ``SET TIME ZONE`` per new connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+STOCK = "django.db.backends.postgresql"
+SELECTO = "selecto_pool.backend"
+DJ_DB_CONN_POOL = "dj_db_conn_pool.backends.postgresql"
+
+Settings = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way of giving Django its connections."""
+
+    name: str
+    title: str
+    #: Threads share ``pool_size`` connections (False: one per thread or request).
+    pooled: bool
+    #: The DATABASES entry's engine-specific part, for a pool of ``size``.
+    settings: Callable[[int], Settings]
+    selecto: bool = False
+    apps: tuple[str, ...] = field(default=())
+
+
+def _native(size: int, **options: Any) -> Settings:
+    pool = {"min_size": size, "max_size": size}
+    return {"ENGINE": STOCK, "OPTIONS": {**options, "pool": pool}}
+
+
+def _selecto(size: int, **pool: Any) -> Settings:
+    pool = {"pool_size": size, "max_overflow": 0, **pool}
+    return {"ENGINE": SELECTO, "OPTIONS": {"pool": pool}}
+
+
+CONFIGS: dict[str, Config] = {
+    config.name: config
+    for config in (
+        Config(
+            "nopool",
+            "Django, no pooling (CONN_MAX_AGE=0)",
+            pooled=False,
+            settings=lambda size: {"ENGINE": STOCK, "CONN_MAX_AGE": 0},
+        ),
+        Config(
+            "persistent",
+            "Django, persistent connections (CONN_MAX_AGE=None)",
+            pooled=False,
+            settings=lambda size: {"ENGINE": STOCK, "CONN_MAX_AGE": None},
+        ),
+        Config(
+            "native",
+            "Django's native pool (OPTIONS['pool'])",
+            pooled=True,
+            settings=_native,
+        ),
+        Config(
+            "native-prep",
+            "native pool + server_side_binding, prepare_threshold=2",
+            pooled=True,
+            settings=lambda size: _native(
+                size, server_side_binding=True, prepare_threshold=2
+            ),
+        ),
+        Config(
+            "djdbcp",
+            "django-db-connection-pool (SQLAlchemy QueuePool)",
+            pooled=True,
+            settings=lambda size: {
+                "ENGINE": DJ_DB_CONN_POOL,
+                "POOL_OPTIONS": {"POOL_SIZE": size, "MAX_OVERFLOW": 0},
+            },
+        ),
+        Config(
+            "selecto",
+            "selecto-pool, statement cache on (defaults)",
+            pooled=True,
+            settings=_selecto,
+            selecto=True,
+            apps=("selecto_pool",),
+        ),
+        Config(
+            "selecto-nocache",
+            "selecto-pool, prepared_statement_cache_size=0",
+            pooled=True,
+            settings=lambda size: _selecto(size, prepared_statement_cache_size=0),
+            selecto=True,
+            apps=("selecto_pool",),
+        ),
+    )
+}
+
+
+def database(config: Config, base: Settings, app_name: str, size: int) -> Settings:
+    """``base`` (from DATABASE_URL) configured as ``config`` for one run."""
+    own = config.settings(size)
+    options = {
+        "application_name": app_name,
+        "options": "-c TimeZone=UTC",
+        **own.pop("OPTIONS", {}),
+    }
+    return {**base, **own, "OPTIONS": options}

@@ -1,0 +1,218 @@
+"""One run in a process of its own: ``python -m bench.worker SPEC_JSON``.
+
+Django's settings are process-wide, so each configuration x workload x
+repetition gets a fresh interpreter. The database URL comes in
+``DATABASE_URL`` (never on the command line: it holds a password); the result
+is printed as one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import django
+import environ
+from django.conf import settings
+
+from . import cpu
+from .configs import CONFIGS, DJ_DB_CONN_POOL, database
+
+#: Requests each thread makes before the clock starts (see ``run``).
+PRIME = 5
+PRIME_TIMEOUT = 120.0
+
+
+@dataclass
+class ThreadResult:
+    """What one thread did inside the measured window."""
+
+    latencies_ns: list[int] = field(default_factory=list)
+    errors: int = 0
+    first_error: str = ""
+
+
+def configure(spec: dict[str, Any]) -> None:
+    config = CONFIGS[spec["config"]]
+    base = environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    settings.configure(
+        DATABASES={
+            "default": database(config, base, spec["app_name"], spec["pool_size"])
+        },
+        INSTALLED_APPS=[*config.apps, "testproject.library", "bench"],
+        DEBUG=False,
+        USE_TZ=True,
+        TIME_ZONE="UTC",
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        SECRET_KEY="bench",
+    )
+    django.setup()
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the workload: ``warmup`` seconds unmeasured, then ``duration``.
+
+    Each thread first makes ``PRIME`` requests, and the clock starts once all
+    have: on a busy machine, opening the pool's first connections can take
+    longer than the warmup, which would then eat into the measured window.
+    """
+    from . import cycles, stats
+    from .workloads import WORKLOADS
+
+    workload = WORKLOADS[spec["workload"]]
+    body = cycles.BODIES[workload.body]
+    results = [ThreadResult() for _ in range(workload.threads)]
+    window: dict[str, int] = {}
+
+    def start_clock() -> None:
+        window["from"] = time.perf_counter_ns() + int(spec["warmup"] * 1e9)
+        window["to"] = window["from"] + int(spec["duration"] * 1e9)
+
+    primed = threading.Barrier(workload.threads + 1, action=start_clock)
+
+    def request(rng: random.Random, result: ThreadResult) -> None:
+        try:
+            cycles.request(body, rng)
+        except Exception as exc:
+            result.errors += 1
+            result.first_error = result.first_error or repr(exc)[:300]
+
+    def loop(index: int) -> None:
+        from django.db import connections
+
+        rng = random.Random(spec["seed"] * 1000 + index)
+        result = results[index]
+        try:
+            for _ in range(PRIME):
+                request(rng, result)
+            primed.wait(timeout=PRIME_TIMEOUT)
+            began = time.perf_counter_ns()
+            while began < window["to"]:
+                request(rng, result)
+                ended = time.perf_counter_ns()
+                if began >= window["from"]:
+                    result.latencies_ns.append(ended - began)
+                began = ended
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=loop, args=(i,), name=f"bench-{i}")
+        for i in range(workload.threads)
+    ]
+    postmaster = cpu.postmaster_of(os.environ["DATABASE_URL"])
+    for thread in threads:
+        thread.start()
+    primed.wait(timeout=PRIME_TIMEOUT)
+    measure_from, measure_to = window["from"], window["to"]
+    _sleep_until(measure_from)
+    cache_before = _cache_counts(spec)
+    before = cpu.sample(postmaster, _cpu_seconds())
+    _sleep_until(measure_to)
+    after = cpu.sample(postmaster, _cpu_seconds())
+    for thread in threads:
+        thread.join()
+    summary = stats.summarise_threads(
+        [r.latencies_ns for r in results], spec["duration"]
+    )
+    summary.update(_cpu_figures(before, after, summary["requests"], spec["duration"]))
+    summary["errors"] = sum(r.errors for r in results)
+    summary["first_error"] = next((r.first_error for r in results if r.errors), "")
+    summary["cache"] = _cache_delta(spec, cache_before)
+    return summary
+
+
+def _sleep_until(when_ns: int) -> None:
+    time.sleep(max(when_ns - time.perf_counter_ns(), 0) / 1e9)
+
+
+def _cpu_figures(
+    before: cpu.Sample, after: cpu.Sample, requests: int, duration: float
+) -> dict[str, float | None]:
+    """CPU per request of this process and of the server, and the share of
+    the cores that other processes used meanwhile (0 on a quiet machine).
+
+    Unlike times, CPU per request hardly moves when other jobs compete.
+    """
+    client = after.client - before.client
+    server = machine = None
+    if after.server is not None and before.server is not None:
+        server = after.server - before.server
+    if after.machine is not None and before.machine is not None:
+        machine = after.machine - before.machine
+    other = None
+    if machine is not None and server is not None:
+        other = max(machine - client - server, 0.0) / (duration * (os.cpu_count() or 1))
+    return {
+        "cpu_us": client / requests * 1e6 if requests else None,
+        "server_cpu_us": server / requests * 1e6 if requests and server else None,
+        "other_cpu": other,
+    }
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cache_counts(spec: dict[str, Any]) -> tuple[int, int] | None:
+    if not CONFIGS[spec["config"]].selecto:
+        return None
+    import selecto_pool
+
+    stats = selecto_pool.pool_stats("default")
+    return stats.cache_hits, stats.cache_misses
+
+
+def _cache_delta(spec: dict[str, Any], before: Any) -> dict[str, Any] | None:
+    after = _cache_counts(spec)
+    if after is None or before is None:
+        return None
+    hits, misses = after[0] - before[0], after[1] - before[1]
+    lookups = hits + misses
+    return {
+        "hits": hits,
+        "misses": misses,
+        # pool_stats() sums over open connections only: a connection
+        # replaced in the window would make a delta negative.
+        "hit_ratio": round(hits / lookups, 4) if lookups > 0 else None,
+    }
+
+
+def shut_down(spec: dict[str, Any]) -> None:
+    """Close the pools, so that the process exits without waiting on them."""
+    from django.db import connections
+
+    wrapper = connections["default"]
+    if getattr(wrapper, "pool", None) is not None:
+        wrapper.close_pool()
+    if settings.DATABASES["default"]["ENGINE"] == DJ_DB_CONN_POOL:
+        from dj_db_conn_pool.core import pool_container
+
+        pool_container.dispose()
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    configure(spec)
+    if spec["mode"] == "setup":
+        from . import fixtures
+
+        fixtures.create()
+        result: dict[str, Any] = {"ok": True}
+    else:
+        result = run(spec)
+    shut_down(spec)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
