@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "full run of everything, else next to the JSON)",
     )
     parser.add_argument(
+        "--micro",
+        action="store_true",
+        help="instead of benchmarking, time each step of a checkout (bench.micro)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="CONFIG:WORKLOAD",
         action="append",
@@ -88,6 +93,8 @@ def main(argv: list[str]) -> int:
             runner = Runner(target, code_dir)
             print("creating the benchmark tables and data...", flush=True)
             runner.setup()
+            if args.micro:
+                return _micro(runner, plan.configs)
             if args.profile:
                 return _profile(runner, args.profile, plan, stamp)
             meta = versions.collect(ROOT, server.server_version(target.url), digest)
@@ -146,6 +153,16 @@ def _intro(plan: Plan, local: bool, meta: dict[str, Any]) -> str:
         f"selecto_pool {meta['selecto_pool_commit']}"
         f"{' + uncommitted changes' if meta['selecto_pool_uncommitted'] else ''})"
     )
+
+
+def _micro(runner: Runner, configs: list[str]) -> int:
+    from . import micro
+
+    if configs == list(CONFIGS):
+        configs = ["persistent", "native", "selecto"]
+    results = {config: runner.micro(config) for config in configs}
+    print(micro.table(results))
+    return 0
 
 
 def _profile(runner: Runner, wanted: list[str], plan: Plan, stamp: str) -> int:

@@ -5,7 +5,9 @@ the code measured is unchanged). Only samples of the request threads count,
 and only when running, not waiting on the server. Each sample is charged to
 its innermost frame in selecto_pool, psycopg, psycopg_pool, Django or the
 bench (standard-library frames go to their caller): that is the "own" time a
-change to that function can save.
+change to that function can save. Sampling is biased towards system calls
+(``os.getpid()``, ``poll()``): read small shares as upper bounds, and
+``python -m bench.micro`` for exact costs per call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from .runner import Plan, Runner
+from .workloads import WORKLOADS
 
 #: Rates above ~250 Hz start to slow the profiled process down.
 RATE = 250
@@ -36,7 +39,11 @@ def profile(
 ) -> str:
     """Profile one run; returns the summary (the raw stacks go to ``output``)."""
     plan = Plan([config], [workload], reps=1, warmup=1.0, duration=seconds)
-    wrapper = (py_spy(), "record", "-r", str(RATE), "-f", "raw", "-o", str(output))
+    wrapper = [py_spy(), "record", "-r", str(RATE), "-f", "raw", "-o", str(output)]
+    if WORKLOADS[workload].threads > 1:
+        # Threads waiting for the GIL look busy to py-spy: keep only the
+        # samples of the thread holding it, i.e. Python's CPU time.
+        wrapper.append("--gil")
     record = runner.run_one(plan, 0, workload, config, wrapper=(*wrapper, "--"))
     if "error" in record:
         raise SystemExit(f"profiled run failed: {record['error']}")

@@ -128,6 +128,12 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
             lambda v: v <= 0.10,
         ),
         check(
+            "  (the same, server CPU per request only)",
+            "<= 0.10x",
+            _server_cpu_ratio(summary, "planning"),
+            lambda v: v <= 0.10,
+        ),
+        check(
             "checkout+checkin p50 vs native",
             "<= 0.60x",
             ratio("checkout", "p50_ms_x_native"),
@@ -140,6 +146,15 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
             lambda v: v >= 0.8,
         ),
     ]
+
+
+def _server_cpu_ratio(summary: dict[str, Any], workload: str) -> Any:
+    """selecto's server CPU per request over native's (medians), if measured."""
+    mine = _get(summary, workload, "selecto", "server_cpu_us")
+    native = _get(summary, workload, "native", "server_cpu_us")
+    if not mine or not native or not mine["n"] or not native["n"]:
+        return None
+    return {"median": mine["median"] / native["median"]}
 
 
 def _fmt(value: float | None, digits: int) -> str:

@@ -77,6 +77,14 @@ class Runner:
         if result is None:
             raise RuntimeError(f"creating the benchmark data failed: {error}")
 
+    def micro(self, config: str) -> dict[str, float]:
+        """Each step of a checkout timed in a worker of ``config``."""
+        spec = {"mode": "micro", "config": config, "pool_size": 4}
+        result, error = self._spawn(spec, "selecto_bench:micro", timeout=300)
+        if result is None:
+            raise RuntimeError(f"timing the checkout steps failed: {error}")
+        return {key: value for key, value in result.items() if key.startswith(" ")}
+
     def run(self, plan: Plan, progress: Callable[[str], None]) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         succeeded: set[str] = set()

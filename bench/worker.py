@@ -152,7 +152,9 @@ def _cpu_figures(
         other = max(machine - client - server, 0.0) / (duration * (os.cpu_count() or 1))
     return {
         "cpu_us": client / requests * 1e6 if requests else None,
-        "server_cpu_us": server / requests * 1e6 if requests and server else None,
+        "server_cpu_us": (
+            server / requests * 1e6 if requests and server is not None else None
+        ),
         "other_cpu": other,
     }
 
@@ -207,6 +209,10 @@ def main(argv: list[str]) -> int:
 
         fixtures.create()
         result: dict[str, Any] = {"ok": True}
+    elif spec["mode"] == "micro":
+        from . import micro
+
+        result = micro.measure()
     else:
         result = run(spec)
     shut_down(spec)
