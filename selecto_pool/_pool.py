@@ -58,6 +58,24 @@ _REPLACED = "connections_replaced"
 _ROLLBACKS = "rollbacks_on_return"
 _VANISHED_BEFORE_STOP = 3
 
+# Incremented in every forked child. Comparing it is the hot path's "is this
+# pool from this process?" (os.getpid() is a system call on each checkout).
+_forks = [0]
+_fork_watch_installed = False
+
+
+def _forked() -> None:
+    _forks[0] += 1
+
+
+def _watch_forks() -> None:
+    """Registered with the first pool rather than at import."""
+    global _fork_watch_installed
+    if not _fork_watch_installed:
+        os.register_at_fork(after_in_child=_forked)
+        _fork_watch_installed = True
+
+
 # psycopg_pool schedules a retry of a failed connection attempt as one of
 # these; the pool parks them for its reconnect probe (see ``_maintenance``).
 _ADD_CONNECTION = getattr(psycopg_pool.pool, "AddConnection", None)
@@ -82,6 +100,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         #: target no longer matches the settings (e.g. the test database).
         self.target = target
         self.owner_pid = os.getpid()
+        _watch_forks()
+        self._born_in = _forks[0]
         self.started_at = time.time()
         self._extra_configure = configure
         self._close_callbacks: list[Callable[[], None]] = []
@@ -168,7 +188,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
 
     def putconn(self, conn: Connection) -> None:
         """Take a connection back, clean: no transaction, autocommit on."""
-        if os.getpid() != self.owner_pid:
+        if self._born_in != _forks[0]:
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
         if getattr(conn, "_pool", None) is not self:
@@ -232,7 +252,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._maintainer.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        if os.getpid() != self.owner_pid:
+        if self._born_in != _forks[0]:
             # A pool inherited across fork(): its sockets are the parent's.
             return
         for callback in self._close_callbacks:
@@ -336,7 +356,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         return caches
 
     def _refuse_if_unusable(self) -> None:
-        if os.getpid() != self.owner_pid:
+        if self._born_in != _forks[0]:
             raise PoolClosed(
                 f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
                 "process gets its own pool from get_pool() or the ORM"

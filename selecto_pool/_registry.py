@@ -29,6 +29,9 @@ _pools: dict[str, SelectoPool] = {}
 _inherited: list[SelectoPool] = []
 _after_fork_callbacks: list[Callable[[], None]] = []
 _fork_hook_installed = False
+# Bumped whenever a pool is added, replaced or forgotten, so that a Django
+# connection can keep its pool at hand and know when to look it up again.
+version = 0
 # Pools from start_pool(), stopped at exit unless their owner stopped them.
 _direct: weakref.WeakSet[SelectoPool] = weakref.WeakSet()
 _exit_hook_installed = False
@@ -49,10 +52,16 @@ def get_or_create(
         if pool is None or pool.target != target:
             stale, pool = pool, factory()
             _pools[alias] = pool
+            _bump()
     if stale is not None:
         # Connections still checked out are closed when they come back.
         stale.close(timeout=1.0)
     return pool
+
+
+def _bump() -> None:
+    global version
+    version += 1
 
 
 def get(alias: str) -> SelectoPool | None:
@@ -65,6 +74,7 @@ def discard(alias: str, pool: SelectoPool | None = None) -> SelectoPool | None:
         current = _pools.get(alias)
         if current is None or (pool is not None and current is not pool):
             return None
+        _bump()
         return _pools.pop(alias)
 
 
@@ -96,6 +106,7 @@ def _forget_inherited_pools() -> None:
     _lock = threading.RLock()
     _inherited.extend(_pools.values())
     _pools.clear()
+    _bump()
     _inherited.extend(_direct)
     _direct.clear()
     for callback in _after_fork_callbacks:
@@ -132,5 +143,6 @@ def close_pools_of_database(name: str) -> None:
         }
         for alias in closing:
             del _pools[alias]
+        _bump()
     for pool in closing.values():
         pool.close()

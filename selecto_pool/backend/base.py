@@ -63,9 +63,17 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def pool(self) -> SelectoPool | None:  # type: ignore[override]
         # Overridden: Django reads OPTIONS["pool"] as psycopg_pool arguments and
         # keeps one pool per class; ours has its own options and registry.
+        # Django asks for the pool several times per checkout: keep it at hand
+        # until the registry changes or the database NAME does (test setup).
+        cached = self.__dict__.get("_pool_at_hand")
+        name = self.settings_dict["NAME"]
+        if cached is not None and cached[0] == _registry.version and cached[1] == name:
+            return cached[2]
         if self.alias == NO_DB_ALIAS or not self.pool_options.enabled:
             return None
-        return _registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
+        pool = _registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
+        self.__dict__["_pool_at_hand"] = (_registry.version, name, pool)
+        return pool
 
     def close_pool(self) -> None:
         # Overridden so that closing never creates a pool just to close it.
@@ -73,9 +81,27 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if pool is not None:
             pool.close()
         self.__dict__.pop("pool_options", None)
+        self.__dict__.pop("_pool_at_hand", None)
+        self.__dict__.pop("_params_at_hand", None)
 
     def get_connection_params(self) -> dict[str, Any]:
-        # Overridden to keep selecto_pool's keys away from libpq.
+        # Overridden to keep selecto_pool's keys away from libpq. Django also
+        # builds these on every connect(), even when the pool connects; they
+        # only change with the settings, which replace the pool (see pool).
+        at_hand = self.__dict__.get("_params_at_hand")
+        name = self.settings_dict["NAME"]
+        if (
+            at_hand is not None
+            and at_hand[0] == _registry.version
+            and at_hand[1] == name
+        ):
+            return dict(at_hand[2])
+        params = self._connection_params()
+        if self.pool_options.enabled:
+            self.__dict__["_params_at_hand"] = (_registry.version, name, params)
+        return dict(params)
+
+    def _connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
         for name in OPTION_NAMES:
             params.pop(name, None)
