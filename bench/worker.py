@@ -76,6 +76,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         window["to"] = window["from"] + int(spec["duration"] * 1e9)
 
     primed = threading.Barrier(workload.threads + 1, action=start_clock)
+    # Connections stay open until the last CPU sample: a backend that exits
+    # during it (persistent connections) would take its CPU time along.
+    sampled = threading.Event()
 
     def request(rng: random.Random, result: ThreadResult) -> None:
         try:
@@ -101,6 +104,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                     result.latencies_ns.append(ended - began)
                 began = ended
         finally:
+            sampled.wait(timeout=PRIME_TIMEOUT)
             connections.close_all()
 
     threads = [
@@ -110,13 +114,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     postmaster = cpu.postmaster_of(os.environ["DATABASE_URL"])
     for thread in threads:
         thread.start()
-    primed.wait(timeout=PRIME_TIMEOUT)
-    measure_from, measure_to = window["from"], window["to"]
-    _sleep_until(measure_from)
-    cache_before = _cache_counts(spec)
-    before = cpu.sample(postmaster, _cpu_seconds())
-    _sleep_until(measure_to)
-    after = cpu.sample(postmaster, _cpu_seconds())
+    try:
+        primed.wait(timeout=PRIME_TIMEOUT)
+        _sleep_until(window["from"])
+        cache_before = _cache_counts(spec)
+        before = cpu.sample(postmaster, _cpu_seconds())
+        _sleep_until(window["to"])
+        after = cpu.sample(postmaster, _cpu_seconds())
+    finally:
+        sampled.set()
     for thread in threads:
         thread.join()
     summary = stats.summarise_threads(
