@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -22,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import cpu
 from .configs import CONFIGS
-from .server import ConnectionSampler, Target
+from .sampler import RunSampler
+from .server import Target
 from .workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +70,7 @@ class Runner:
         self.target = target
         self.code_dir = code_dir
         self.excluded: dict[str, str] = {}
+        self.postmaster = cpu.postmaster_of(target.admin_url)
 
     def setup(self) -> None:
         """Create and fill the tables (with the stock backend)."""
@@ -155,7 +157,6 @@ class Runner:
         env.pop("PYTHONPATH", None)
         spec = {**spec, "app_name": app_name}
         command = [*wrapper, sys.executable, "-m", "bench.worker", json.dumps(spec)]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(
             command,
             cwd=self.code_dir,
@@ -168,13 +169,13 @@ class Runner:
             # selecto_pool's LISTEN connection (see selecto_pool._control)
             # is a server connection of the run too.
             names = [app_name, f"selecto_pool:ctl:{proc.pid}:default"]
-            with ConnectionSampler(self.target.admin_url, names) as sampler:
+            trace = cpu.Trace(proc.pid, self.postmaster)
+            with RunSampler(self.target.admin_url, names, trace) as sampler:
                 out, err = proc.communicate(timeout=timeout)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         # The result is the last JSON line (a profiler may print after it).
         lines = [line for line in out.splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not lines:
@@ -182,9 +183,9 @@ class Runner:
             return None, f"exit {proc.returncode}: {tail[:300]}"
         result: dict[str, Any] = json.loads(lines[-1])
         result["peak_connections"] = sampler.peak
-        result["process_cpu_s"] = round(
-            after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3
-        )
+        if "window_ns" in result:
+            start, end = result["window_ns"]
+            result.update(trace.figures(start, end, result["requests"]))
         return result, ""
 
 
