@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -79,19 +80,25 @@ def test_lru_evicts_past_the_cache_size() -> None:
     assert stats.cache_evictions >= 2
 
 
-@pytest.mark.django_db(databases=["cached"], transaction=True)
-def test_alter_column_type_between_two_runs_is_invisible(observer: Observer) -> None:
+def reading_of(table: str, value: int) -> Callable[[], list[tuple[Any, ...]]]:
+    """A one-row table, and a cached query of its int column (hot after 3 runs)."""
     with connections["cached"].cursor() as cursor:
-        cursor.execute("CREATE TABLE gauge (id int PRIMARY KEY, reading int)")
-        cursor.execute("INSERT INTO gauge VALUES (1, 42)")
+        cursor.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, reading int)")
+        cursor.execute(f"INSERT INTO {table} VALUES (1, %s)", [value])
 
     def read() -> list[tuple[Any, ...]]:
         with connections["cached"].cursor() as cursor:
-            cursor.execute("SELECT reading FROM gauge WHERE id = %s", [1])
+            cursor.execute(f"SELECT reading FROM {table} WHERE id = %s", [1])
             return cursor.fetchall()
 
     for _ in range(3):
-        assert read() == [(42,)]
+        assert read() == [(value,)]
+    return read
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_alter_column_type_between_two_runs_is_invisible(observer: Observer) -> None:
+    read = reading_of("gauge", 42)
     assert any("gauge" in s for s in server_statements("cached"))
     # Another connection (a deploy's migrate) changes the result type.
     observer.conn.execute("ALTER TABLE gauge ALTER COLUMN reading TYPE text")
@@ -261,17 +268,7 @@ def prepared_count(conn: psycopg.Connection[Any]) -> int:
 
 @pytest.mark.django_db(databases=["cached"], transaction=True)
 def test_a_stale_statement_fails_once_inside_a_transaction(observer: Observer) -> None:
-    with connections["cached"].cursor() as cursor:
-        cursor.execute("CREATE TABLE dial (id int PRIMARY KEY, reading int)")
-        cursor.execute("INSERT INTO dial VALUES (1, 7)")
-
-    def read() -> list[tuple[Any, ...]]:
-        with connections["cached"].cursor() as cursor:
-            cursor.execute("SELECT reading FROM dial WHERE id = %s", [1])
-            return cursor.fetchall()
-
-    for _ in range(3):
-        assert read() == [(7,)]
+    read = reading_of("dial", 7)
     observer.conn.execute("ALTER TABLE dial ALTER COLUMN reading TYPE text")
     stale = pytest.raises(NotSupportedError, match="cached plan")
     with stale, transaction.atomic(using="cached"):
