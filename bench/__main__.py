@@ -23,7 +23,8 @@ from .workloads import WORKLOADS
 RESULTS = ROOT / "bench" / "results"
 DOCS_CHART = ROOT / "docs" / "benchmarks.png"
 FULL = {"reps": 5, "warmup": 0.75, "duration": 2.5}
-QUICK = {"reps": 2, "warmup": 0.3, "duration": 1.0}
+QUICK = {"reps": 2, "warmup": 0.2, "duration": 0.8}
+MICRO_PROCESSES = 3
 
 
 def _names(choices: dict[str, Any]) -> Any:
@@ -160,7 +161,14 @@ def _micro(runner: Runner, configs: list[str]) -> int:
 
     if configs == list(CONFIGS):
         configs = ["persistent", "native", "selecto"]
-    results = {config: runner.micro(config) for config in configs}
+    # Interleaved processes, keeping each step's fastest: on a shared or
+    # virtual machine, one process can be 50 % slower than the next.
+    results: dict[str, dict[str, float]] = {config: {} for config in configs}
+    for _ in range(MICRO_PROCESSES):
+        for config in configs:
+            for label, value in runner.micro(config).items():
+                best = results[config].get(label, value)
+                results[config][label] = min(best, value)
     print(micro.table(results))
     return 0
 

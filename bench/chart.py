@@ -36,7 +36,10 @@ def draw(summary: dict[str, Any], path: Path, subtitle: str) -> None:
     fig, axes = plt.subplots(rows, columns, figsize=(12, 3.4 * rows), squeeze=False)
     for ax, workload in zip(axes.flat, workloads, strict=False):
         _panel(ax, workload, summary[workload])
-    for ax in list(axes.flat)[len(workloads) :]:
+    spare = list(axes.flat)[len(workloads) :]
+    if spare and "request-8t" in summary:
+        _connections(spare.pop(0), summary["request-8t"])
+    for ax in spare:
         ax.axis("off")
     fig.suptitle(
         "Throughput relative to Django's native pool (median, min-max of paired "
@@ -82,3 +85,23 @@ def _panel(ax: Any, workload: str, rows: dict[str, Any]) -> None:
         )
     ax.set_xlim(0, max([r["max"] for r in ratios] + [1.0]) * 1.25)
     ax.set_xlabel("x native pool's requests/s", fontsize=8)
+
+
+def _connections(ax: Any, rows: dict[str, Any]) -> None:
+    """Peak server connections of the 8-thread run (fewer is better)."""
+    names = [c for c in CONFIGS if c in rows and rows[c]["peak_connections"]["n"]]
+    peaks = [rows[c]["peak_connections"]["median"] for c in names]
+    positions = range(len(names))
+    ax.barh(positions, peaks, color=[COLORS.get(c, "#333333") for c in names])
+    ax.set_yticks(list(positions), names)
+    ax.invert_yaxis()
+    for position, peak in zip(positions, peaks, strict=True):
+        ax.text(peak, position, f"  {peak:.0f}", va="center", fontsize=8)
+    ax.set_xlim(0, max([*peaks, 1]) * 1.25)
+    ax.set_title(
+        "request-8t: server connections (peak in pg_stat_activity;\n"
+        "selecto: 4 pooled + 1 LISTEN connection for poolstats)",
+        fontsize=9,
+    )
+    ax.tick_params(labelsize=8)
+    ax.set_xlabel("connections (fewer is better)", fontsize=8)

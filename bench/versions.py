@@ -52,7 +52,11 @@ def collect(root: Path, server_version: str, code_digest: str) -> dict[str, Any]
         "packages": packages,
         "libpq": psycopg.pq.version(),
         "postgresql": server_version,
-        "selecto_pool_commit": _git(root, "rev-parse", "--short=12", "HEAD"),
+        "commit": _git(root, "rev-parse", "--short=12", "HEAD"),
+        # The last commit that changed selecto_pool/ (HEAD may be a docs one).
+        "selecto_pool_commit": _git(
+            root, "log", "-1", "--format=%h", "--abbrev=12", "--", "selecto_pool"
+        ),
         # Uncommitted changes to selecto_pool/ were measured too.
         "selecto_pool_uncommitted": changed.splitlines(),
         "selecto_pool_digest": code_digest,
