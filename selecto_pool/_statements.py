@@ -85,6 +85,8 @@ class _Decisions:
         return key in self._items
 
     def add(self, key: Hashable) -> None:
+        if key in self._items:
+            return  # the common case, without the lock
         with self._lock:
             self._items[key] = None
             if len(self._items) > self._size:
