@@ -109,8 +109,11 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         # _statements): connections are handed out with preparing off.
         self._preparing_stopped = False
         self._vanished = 0
-        # Guards the counters below; waited on by stop() for checkins.
-        self._usage = threading.Condition()
+        # Guards the counters below: a plain lock, taken twice per checkout
+        # and once per checkin. stop() waits on the condition for checkins,
+        # which putconn() signals only while the pool drains.
+        self._usage = threading.Lock()
+        self._returned = threading.Condition(self._usage)
         self._in_use = 0
         # Clients inside psycopg_pool's getconn(), i.e. waiting (psycopg_pool's
         # own count keeps timed-out clients until a connection comes back).
@@ -149,7 +152,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
     # -- checkout and checkin ---------------------------------------------
     def getconn(self, timeout: float | None = None) -> Connection:
         """Hand out a live connection, or raise ``CheckoutTimeout``."""
-        self._refuse_if_unusable()
+        if self._born_in != _forks[0] or self._draining:
+            self._refuse_if_unusable()
         if timeout is None:
             timeout = self.timeout
         started = time.monotonic()
@@ -164,21 +168,24 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             except psycopg_pool.PoolTimeout:
                 conn = None
             except psycopg_pool.PoolClosed:
+                self._stop_waiting()
                 raise PoolClosed(f"pool {self.name!r} is closed") from None
-            finally:
-                with self._usage:
-                    self._waiting_clients -= 1
+            except BaseException:
+                self._stop_waiting()
+                raise
             if conn is None:
-                self._count(_TIMEOUTS)
+                self._stop_waiting(_TIMEOUTS)
                 message = self._exhausted_message(timeout)
                 logger.warning("%s", message)
                 raise CheckoutTimeout(message)
             if self._vet(conn):
                 break
+            self._stop_waiting()
         if self._preparing_stopped:
             conn.prepare_threshold = None
         waited_ms = (time.monotonic() - started) * 1000.0
         with self._usage:
+            self._waiting_clients -= 1
             self._in_use += 1
             self._counts[_CHECKOUTS] += 1
             self._wait_samples.append(waited_ms)
@@ -206,16 +213,17 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         finally:
             with self._usage:
                 self._in_use = max(self._in_use - 1, 0)
-                self._usage.notify_all()
+                if self._draining:
+                    self._returned.notify_all()
 
     # -- lifecycle -----------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
         """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
         deadline = time.monotonic() + timeout
-        with self._usage:
+        with self._returned:
             self._draining = True
             while self._in_use and (remaining := deadline - time.monotonic()) > 0:
-                self._usage.wait(remaining)
+                self._returned.wait(remaining)
             still_out = self._in_use
         if still_out:
             logger.warning(
@@ -365,16 +373,20 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             raise PoolClosed(f"pool {self.name!r} is stopping")
 
     def _clean(self, conn: Connection) -> None:
+        status = conn.pgconn.transaction_status
+        if (
+            status == TransactionStatus.IDLE
+            and conn.autocommit
+            and self._conn_generation.get(conn, -1) == self._generation
+        ):
+            return  # the common case: nothing to reset
         if conn.closed:
             return
-        if conn.pgconn.transaction_status in (
-            TransactionStatus.INTRANS,
-            TransactionStatus.INERROR,
-        ):
+        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
             self._count(_ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
         try:
-            if conn.pgconn.transaction_status != TransactionStatus.IDLE:
+            if status != TransactionStatus.IDLE:
                 conn.rollback()
             if not conn.autocommit:
                 conn.autocommit = True
@@ -407,6 +419,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         logger.info("replacing a dead connection of pool %r", self.name)
         conn.close()
         super().putconn(conn)
+
+    def _stop_waiting(self, outcome: str | None = None) -> None:
+        """A client leaves getconn() without a connection (``outcome`` counted)."""
+        with self._usage:
+            self._waiting_clients -= 1
+            if outcome is not None:
+                self._counts[outcome] += 1
 
     def _count(self, key: str) -> None:
         with self._usage:

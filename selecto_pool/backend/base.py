@@ -37,7 +37,7 @@ class _PoolErrorsPassThrough(DatabaseErrorWrapper):
     """
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-        if exc_type is not None and issubclass(exc_type, PoolError):
+        if exc_type is None or issubclass(exc_type, PoolError):
             return
         super().__exit__(exc_type, exc_value, traceback)
 
@@ -83,6 +83,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self.__dict__.pop("pool_options", None)
         self.__dict__.pop("_pool_at_hand", None)
         self.__dict__.pop("_params_at_hand", None)
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        # Django sets autocommit on every checkout; pooled connections come
+        # back in autocommit mode already (see SelectoPool._clean), and
+        # psycopg's setter costs a generator round even when nothing changes.
+        if self.connection.autocommit != autocommit:
+            super()._set_autocommit(autocommit)
 
     def get_connection_params(self) -> dict[str, Any]:
         # Overridden to keep selecto_pool's keys away from libpq. Django also
