@@ -20,6 +20,7 @@ COLORS = {
     "native-prep": "#6baed6",
     "djdbcp": "#ff7f0e",
     "selecto": "#2ca02c",
+    "selecto-2": "#17becf",
     "selecto-nocache": "#98df8a",
 }
 

@@ -32,6 +32,11 @@ class Config:
     settings: Callable[[int], Settings]
     selecto: bool = False
     apps: tuple[str, ...] = field(default=())
+    #: The workloads it runs in (empty: all).
+    only: tuple[str, ...] = field(default=())
+
+    def runs_in(self, workload: str) -> bool:
+        return not self.only or workload in self.only
 
 
 def _native(size: int, **options: Any) -> Settings:
@@ -89,6 +94,17 @@ CONFIGS: dict[str, Config] = {
             settings=_selecto,
             selecto=True,
             apps=("selecto_pool",),
+        ),
+        Config(
+            "selecto-2",
+            "selecto-pool, defaults, 2 connections whatever the workload",
+            pooled=True,
+            settings=lambda size: _selecto(2),
+            selecto=True,
+            apps=("selecto_pool",),
+            # Where threads outnumber connections: how pool size plays with
+            # the GIL (see docs/benchmarks.md, "Sizing").
+            only=("request-8t", "contention"),
         ),
         Config(
             "selecto-nocache",

@@ -104,6 +104,12 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
             lambda v: v >= 1.15,
         ),
         check(
+            "  (the same, selecto-pool with 2 connections)",
+            ">= 1.15x",
+            _get(summary, "request-8t", "selecto-2", "throughput_x_native"),
+            lambda v: v >= 1.15,
+        ),
+        check(
             "request-8t throughput vs persistent",
             ">= 1.05x",
             ratio("request-8t", "throughput_x_persistent"),

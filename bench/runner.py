@@ -48,7 +48,8 @@ def schedule(plan: Plan) -> Iterator[tuple[int, str, str]]:
         for workload in plan.workloads:
             shift = rep % len(plan.configs)
             for config in plan.configs[shift:] + plan.configs[:shift]:
-                yield rep, workload, config
+                if CONFIGS[config].runs_in(workload):
+                    yield rep, workload, config
 
 
 def snapshot(destination: Path) -> str:

@@ -41,6 +41,7 @@ from psycopg._preparing import Prepare, PrepareManager  # see the module docstri
 from psycopg.types.numeric import FloatDumper, IntBinaryDumper, IntDumper
 
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
+IDLE = pq.TransactionStatus.IDLE
 
 # Errors raised while the server parses or types a statement, before running
 # it: the stock (client-side) way may well succeed.
@@ -269,7 +270,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         # Without autocommit, psycopg opens the transaction with this very
         # statement: it is in a transaction too.
         in_transaction = not self.connection.autocommit or (
-            self.connection.info.transaction_status != pq.TransactionStatus.IDLE
+            self.connection.pgconn.transaction_status != IDLE
         )
         if prepare is None:
             prepare = _hot(signature, self.connection.prepare_threshold)
