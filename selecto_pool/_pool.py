@@ -157,30 +157,21 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if timeout is None:
             timeout = self.timeout
         started = time.monotonic()
-        deadline = started + timeout
-        while True:
-            # psycopg_pool refuses a timeout of 0 even with a connection ready.
-            remaining = max(deadline - time.monotonic(), 0.001)
-            with self._usage:
-                self._waiting_clients += 1
-            try:
-                conn: Connection | None = super().getconn(remaining)
-            except psycopg_pool.PoolTimeout:
-                conn = None
-            except psycopg_pool.PoolClosed:
-                self._stop_waiting()
-                raise PoolClosed(f"pool {self.name!r} is closed") from None
-            except BaseException:
-                self._stop_waiting()
-                raise
-            if conn is None:
-                self._stop_waiting(_TIMEOUTS)
-                message = self._exhausted_message(timeout)
-                logger.warning("%s", message)
-                raise CheckoutTimeout(message)
-            if self._vet(conn):
-                break
+        with self._usage:
+            self._waiting_clients += 1
+        try:
+            conn = self._next_live(started + timeout)
+        except psycopg_pool.PoolTimeout:
+            self._stop_waiting(_TIMEOUTS)
+            message = self._exhausted_message(timeout)
+            logger.warning("%s", message)
+            raise CheckoutTimeout(message) from None
+        except psycopg_pool.PoolClosed:
             self._stop_waiting()
+            raise PoolClosed(f"pool {self.name!r} is closed") from None
+        except BaseException:
+            self._stop_waiting()
+            raise
         if self._preparing_stopped:
             conn.prepare_threshold = None
         waited_ms = (time.monotonic() - started) * 1000.0
@@ -419,6 +410,14 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         logger.info("replacing a dead connection of pool %r", self.name)
         conn.close()
         super().putconn(conn)
+
+    def _next_live(self, deadline: float) -> Connection:
+        """psycopg_pool's next connection that passes ``_vet()``."""
+        while True:
+            # psycopg_pool refuses a timeout of 0 even with a connection ready.
+            conn = super().getconn(max(deadline - time.monotonic(), 0.001))
+            if self._vet(conn):
+                return conn
 
     def _stop_waiting(self, outcome: str | None = None) -> None:
         """A client leaves getconn() without a connection (``outcome`` counted)."""

@@ -71,12 +71,36 @@ def test_exhausted_pool_times_out_clearly_then_recovers(pool: SelectoPool) -> No
     elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 1.0
     message = str(info.value)
-    assert pool.name in message and "pool_size 2" in message and "waiting" in message
+    assert pool.name in message and "pool_size 2" in message
+    assert "0 other client(s) waiting" in message
+    assert sp.pool_stats(pool).waiting == 0
     sp.checkin(pool, held.pop())
     conn = sp.checkout(pool)
     sp.checkin(pool, conn)
     sp.checkin(pool, held.pop())
-    assert sp.pool_stats(pool).checkout_timeouts == 1
+    stats = sp.pool_stats(pool)
+    assert (stats.checkout_timeouts, stats.waiting, stats.in_use) == (1, 0, 0)
+
+
+def test_timeout_message_counts_the_other_waiting_clients(pool: SelectoPool) -> None:
+    held = [sp.checkout(pool), sp.checkout(pool)]
+
+    def wait_then_return() -> None:
+        sp.checkin(pool, sp.checkout(pool, timeout=5.0))
+
+    other = threading.Thread(target=wait_then_return)
+    other.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        while sp.pool_stats(pool).waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(CheckoutTimeout, match=r"1 other client\(s\) waiting"):
+            sp.checkout(pool, timeout=0.2)
+    finally:
+        sp.checkin(pool, held.pop())
+        other.join()
+        sp.checkin(pool, held.pop())
+    assert sp.pool_stats(pool).waiting == 0
 
 
 def test_waiters_are_counted_in_the_timeout_message(pool: SelectoPool) -> None:
