@@ -17,7 +17,7 @@ from typing import Any
 
 from . import chart, report, server, versions
 from .configs import CONFIGS
-from .runner import ROOT, Plan, Runner, with_snapshot
+from .runner import ROOT, Plan, Runner, schedule, with_snapshot
 from .workloads import WORKLOADS
 
 RESULTS = ROOT / "bench" / "results"
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     plan = Plan(
         configs=args.configs,
@@ -84,6 +85,14 @@ def main(argv: list[str]) -> int:
         warmup=args.warmup if args.warmup is not None else defaults["warmup"],
         duration=args.duration or defaults["duration"],
     )
+    if not (args.micro or args.profile) and next(schedule(plan), None) is None:
+        only = {name: CONFIGS[name].only for name in plan.configs}
+        parser.error(
+            "nothing to run: "
+            + "; ".join(
+                f"{name} runs only in {', '.join(w)}" for name, w in only.items() if w
+            )
+        )
     # A SIGTERM must stop the PostgreSQL we started too, like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     RESULTS.mkdir(parents=True, exist_ok=True)
