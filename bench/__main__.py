@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead of benchmarking, time each step of a checkout (bench.micro)",
     )
     parser.add_argument(
+        "--ab",
+        action="store_true",
+        help="instead of benchmarking, compare client CPU per checkout and per "
+        "request with the configurations as aliases of one process (bench.ab)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="CONFIG:WORKLOAD",
         action="append",
@@ -85,7 +91,8 @@ def main(argv: list[str]) -> int:
         warmup=args.warmup if args.warmup is not None else defaults["warmup"],
         duration=args.duration or defaults["duration"],
     )
-    if not (args.micro or args.profile) and next(schedule(plan), None) is None:
+    benchmarking = not (args.micro or args.ab or args.profile)
+    if benchmarking and next(schedule(plan), None) is None:
         only = {name: CONFIGS[name].only for name in plan.configs}
         parser.error(
             "nothing to run: "
@@ -105,6 +112,8 @@ def main(argv: list[str]) -> int:
             runner.setup()
             if args.micro:
                 return _micro(runner, plan.configs)
+            if args.ab:
+                return _ab(runner, plan.configs)
             if args.profile:
                 return _profile(runner, args.profile, plan, stamp)
             meta = versions.collect(ROOT, server.server_version(target.url), digest)
@@ -179,6 +188,15 @@ def _micro(runner: Runner, configs: list[str]) -> int:
                 best = results[config].get(label, value)
                 results[config][label] = min(best, value)
     print(micro.table(results))
+    return 0
+
+
+def _ab(runner: Runner, configs: list[str]) -> int:
+    from . import ab
+
+    if configs == list(CONFIGS):
+        configs = ["native", "native-prep", "selecto", "selecto-nocache"]
+    print(ab.table(runner.ab(configs)))
     return 0
 
 

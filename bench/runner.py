@@ -88,6 +88,15 @@ class Runner:
             raise RuntimeError(f"timing the checkout steps failed: {error}")
         return {key: value for key, value in result.items() if key.startswith(" ")}
 
+    def ab(self, configs: list[str]) -> dict[str, Any]:
+        """Client CPU per operation, ``configs`` as aliases of one worker."""
+        spec = {"mode": "ab", "configs": configs}
+        result, error = self._spawn(spec, "selecto_bench:ab", timeout=1800)
+        if result is None:
+            raise RuntimeError(f"the side-by-side run failed: {error}")
+        samples: dict[str, Any] = result["samples"]
+        return samples
+
     def run(self, plan: Plan, progress: Callable[[str], None]) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         succeeded: set[str] = set()

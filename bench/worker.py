@@ -182,6 +182,14 @@ def shut_down(spec: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
+    if spec["mode"] == "ab":
+        from . import ab
+
+        ab.configure(spec["configs"], spec["app_name"])
+        samples = ab.measure(spec["configs"])
+        ab.shut_down()
+        print(json.dumps({"samples": samples}), flush=True)
+        return 0
     configure(spec)
     if spec["mode"] == "setup":
         from . import fixtures
