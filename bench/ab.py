@@ -24,24 +24,14 @@ OPERATIONS: dict[str, int] = {"checkout": 20_000, "three_queries": 500}
 
 def configure(configs: list[str], app_name: str) -> None:
     """Django settings with one alias per configuration (``default``: the first)."""
-    import django
     import environ
-    from django.conf import settings
 
     from .configs import CONFIGS, database
+    from .worker import setup_django
 
     base = environ.Env.db_url_config(os.environ["DATABASE_URL"])
     aliases = {name: database(CONFIGS[name], base, app_name, 4) for name in configs}
-    settings.configure(
-        DATABASES={"default": aliases[configs[0]], **aliases},
-        INSTALLED_APPS=["selecto_pool", "testproject.library", "bench"],
-        DEBUG=False,
-        USE_TZ=True,
-        TIME_ZONE="UTC",
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        SECRET_KEY="bench",
-    )
-    django.setup()
+    setup_django({"default": aliases[configs[0]], **aliases}, ["selecto_pool"])
 
 
 def _operations(alias: str, rng: random.Random) -> dict[str, Callable[[], None]]:

@@ -14,6 +14,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +43,17 @@ class ThreadResult:
 def configure(spec: dict[str, Any]) -> None:
     config = CONFIGS[spec["config"]]
     base = environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    setup_django(
+        {"default": database(config, base, spec["app_name"], spec["pool_size"])},
+        config.apps,
+    )
+
+
+def setup_django(databases: dict[str, Any], apps: Sequence[str]) -> None:
+    """The settings every worker shares, with these DATABASES and extra apps."""
     settings.configure(
-        DATABASES={
-            "default": database(config, base, spec["app_name"], spec["pool_size"])
-        },
-        INSTALLED_APPS=[*config.apps, "testproject.library", "bench"],
+        DATABASES=databases,
+        INSTALLED_APPS=[*apps, "testproject.library", "bench"],
         DEBUG=False,
         USE_TZ=True,
         TIME_ZONE="UTC",
