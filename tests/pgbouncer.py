@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psycopg
+
 from testproject.pgserver import SUPERUSER, LocalPostgres, _service_account, free_port
 
 BINARY = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -21,9 +23,13 @@ def available() -> bool:
 
 class PgBouncer:
     """``pool_mode = transaction`` with round-robin server connections, so that
-    consecutive transactions of one client land on different backends."""
+    consecutive transactions of one client land on different backends.
 
-    def __init__(self, server: LocalPostgres, pool_size: int = 3):
+    Two backends at most: with a client pool of three connections taken in
+    turn, a client connection meets the other backend on its next use.
+    """
+
+    def __init__(self, server: LocalPostgres, pool_size: int = 2):
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="selecto-bouncer-"))
         (self.dir / "users.txt").write_text(f'"{SUPERUSER}" ""\n')
@@ -68,6 +74,28 @@ class PgBouncer:
                     text = log.read_text() if log.exists() else "no log"
                     raise RuntimeError(f"pgbouncer did not start: {text}") from exc
                 time.sleep(0.05)
+
+    def open_server_connections(self, dbname: str, user: str, count: int) -> None:
+        """Have PgBouncer open ``count`` server connections.
+
+        It opens one only when no idle one is left, i.e. when transactions
+        overlap: sequential clients would all share a single backend, and
+        round robin would have nothing to rotate.
+        """
+        clients = [
+            psycopg.connect(
+                host="127.0.0.1", port=self.port, dbname=dbname, user=user, password="x"
+            )
+            for _ in range(count)
+        ]
+        try:
+            for client in clients:
+                client.execute("SELECT 1")  # a transaction kept open...
+            for client in clients:
+                client.commit()  # ...and ended cleanly: PgBouncer keeps the backend
+        finally:
+            for client in clients:
+                client.close()
 
     def stop(self) -> None:
         self.process.terminate()

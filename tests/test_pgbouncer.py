@@ -76,7 +76,13 @@ def test_without_the_option_preparing_stops_by_itself(
     django_db_blocker: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    wrapper = through(bouncer, "bounced_auto", prepare_threshold=1)
+    # A connection stops preparing at its first vanished statement, and the
+    # pool at the third: three connections taken in turn over two backends.
+    info = conninfo_of("default")
+    bouncer.open_server_connections(info["dbname"], info["user"], count=2)
+    wrapper = through(
+        bouncer, "bounced_auto", prepare_threshold=1, pool_size=3, max_overflow=0
+    )
     with django_db_blocker.unblock(), caplog.at_level(logging.WARNING, "selecto_pool"):
         results = [count(wrapper, in_atomic=False) for _ in range(40)]
         assert results == [0] * 40
