@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -263,10 +263,60 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         self.executed = (query, params)
         if params is None or not is_preparable(query):
             return self._execute_stock(query, params)
-        signature = _signature(query, params)
+        execute = super().execute
+        return self._server_side(
+            _signature(query, params),
+            lambda prepare: execute(query, params, prepare=prepare, binary=binary),
+            lambda: self._execute_stock(query, params),
+            prepare,
+        )
+
+    def executemany(  # type: ignore[override]
+        self, query: Any, params_seq: Iterable[Any], *, returning: bool = False
+    ) -> None:
+        """The same decisions as ``execute()``, made on the first row's types.
+
+        psycopg prepares every statement run with ``executemany()``; one the
+        server can't type runs row by row the stock way (without
+        ``returning``'s results, which such a statement has never had).
+        """
+        rows = list(params_seq)
+        if not rows or not psycopg.Pipeline.is_supported():
+            # Without a pipeline psycopg commits row by row in autocommit: a
+            # failed row can't be retried without running the others twice.
+            super().executemany(query, rows, returning=returning)
+            return
+        if returning and not is_preparable(query):
+            super().executemany(query, rows, returning=returning)
+            return
+        if not is_preparable(query):
+            self._executemany_stock(query, rows)
+            return
+        executemany = super().executemany
+        self._server_side(
+            _signature(query, rows[0]),
+            lambda prepare: executemany(query, rows, returning=returning),
+            lambda: self._executemany_stock(query, rows),
+            prepare=True,
+        )
+
+    def _server_side(
+        self,
+        signature: Hashable,
+        run: Callable[[bool | None], object],
+        stock: Callable[[], object],
+        prepare: bool | None,
+    ) -> SelectoCursor:
+        """``run(prepare)`` binds server-side; ``stock()`` runs it Django's way.
+
+        Falls back to ``stock()`` for statements the server can't type (the
+        decision is remembered), guards a first run inside a transaction with
+        a savepoint, and reruns a stale statement once outside one.
+        """
         if signature in _rejected:
             self._count_fallback()
-            return self._execute_stock(query, params)
+            stock()
+            return self
         # Without autocommit, psycopg opens the transaction with this very
         # statement: it is in a transaction too.
         in_transaction = not self.connection.autocommit or (
@@ -275,9 +325,9 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         if prepare is None:
             prepare = _hot(signature, self.connection.prepare_threshold)
         if in_transaction and signature not in _verified:
-            return self._execute_guarded(query, params, signature, prepare, binary)
+            return self._guarded(signature, run, stock, prepare)
         try:
-            super().execute(query, params, prepare=prepare, binary=binary)
+            run(prepare)
         except psycopg.Error as exc:
             _note_server_error(self.connection, exc)
             if in_transaction:
@@ -285,28 +335,28 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             if exc.sqlstate in _NOT_PREPARABLE:
                 _rejected.add(signature)
                 self._count_fallback()
-                return self._execute_stock(query, params)
+                stock()
+                return self
             if not _is_stale(exc):
                 raise
             # Outside a transaction nothing ran: forget every statement of this
             # connection (psycopg clears its cache on DEALLOCATE ALL), rerun once.
             self.connection.execute("DEALLOCATE ALL")
-            super().execute(query, params, prepare=False, binary=binary)
+            run(False)
         _verified.add(signature)
         return self
 
-    def _execute_guarded(
+    def _guarded(
         self,
-        query: str,
-        params: Any,
         signature: Hashable,
+        run: Callable[[bool | None], object],
+        stock: Callable[[], object],
         prepare: bool | None,
-        binary: bool | None,
     ) -> SelectoCursor:
         """First server-side run inside a transaction: under a savepoint."""
         self.connection.execute("SAVEPOINT selecto_pool_probe")
         try:
-            super().execute(query, params, prepare=prepare, binary=binary)
+            run(prepare)
         except psycopg.Error as exc:
             _note_server_error(self.connection, exc)
             if exc.sqlstate not in _NOT_PREPARABLE:
@@ -318,7 +368,8 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             self.connection.execute("RELEASE SAVEPOINT selecto_pool_probe")
             _rejected.add(signature)
             self._count_fallback()
-            return self._execute_stock(query, params)
+            stock()
+            return self
         self.connection.execute("RELEASE SAVEPOINT selecto_pool_probe")
         _verified.add(signature)
         return self
@@ -329,6 +380,10 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             query = psycopg.ClientCursor(self.connection).mogrify(query, params)
         super().execute(query, None, prepare=False)
         return self
+
+    def _executemany_stock(self, query: Any, rows: list[Any]) -> None:
+        for params in rows:
+            self._execute_stock(query, params)
 
     def _count_fallback(self) -> None:
         if cache := cache_of(self.connection):

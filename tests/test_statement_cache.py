@@ -291,3 +291,23 @@ def test_a_disabled_cache_prepares_nothing(transactional_db: None) -> None:
             assert prepared_count(conn) == 0
     finally:
         sp.stop_pool(pool)
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_executemany_falls_back_like_execute() -> None:
+    # $1 alone in "CASE WHEN $1 IS NULL" can't be typed by the server.
+    insert = (
+        "INSERT INTO library_author (name) "
+        "VALUES (CASE WHEN %s IS NULL THEN 'unknown' ELSE %s END)"
+    )
+    fallbacks = sp.pool_stats("cached").cache_fallbacks
+    with connections["cached"].cursor() as cursor:
+        # Typeable on the first row, not on the second: nothing may run twice.
+        cursor.executemany(insert, [["a", "a"], [None, None]])
+    with transaction.atomic(using="cached"), connections["cached"].cursor() as cursor:
+        cursor.executemany(insert + " RETURNING id", [[None, None], ["b", "b"]])
+        # The transaction is still usable after the failed server-side try.
+        assert Author.objects.using("cached").count() == 4
+    names = Author.objects.using("cached").order_by("name").values_list("name")
+    assert [name for (name,) in names] == ["a", "b", "unknown", "unknown"]
+    assert sp.pool_stats("cached").cache_fallbacks >= fallbacks + 2
