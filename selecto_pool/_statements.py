@@ -277,16 +277,13 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         """The same decisions as ``execute()``, made on the first row's types.
 
         psycopg prepares every statement run with ``executemany()``; one the
-        server can't type runs row by row the stock way (without
-        ``returning``'s results, which such a statement has never had).
+        server can't type runs row by row the stock way.
         """
         rows = list(params_seq)
-        if not rows or not psycopg.Pipeline.is_supported():
-            # Without a pipeline psycopg commits row by row in autocommit: a
+        if not rows or returning or not psycopg.Pipeline.is_supported():
+            # returning: the stock way would keep only the last row's results.
+            # No pipeline: psycopg commits row by row in autocommit, and a
             # failed row can't be retried without running the others twice.
-            super().executemany(query, rows, returning=returning)
-            return
-        if returning and not is_preparable(query):
             super().executemany(query, rows, returning=returning)
             return
         if not is_preparable(query):

@@ -18,6 +18,7 @@ from django.db import (
 from django.db.models.expressions import RawSQL
 
 import selecto_pool as sp
+from selecto_pool._statements import SelectoCursor
 from testproject.library.models import Author
 
 from .conftest import Observer
@@ -311,3 +312,15 @@ def test_executemany_falls_back_like_execute() -> None:
     names = Author.objects.using("cached").order_by("name").values_list("name")
     assert [name for (name,) in names] == ["a", "b", "unknown", "unknown"]
     assert sp.pool_stats("cached").cache_fallbacks >= fallbacks + 2
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_executemany_returning_keeps_every_rows_results() -> None:
+    insert = "INSERT INTO library_author (name) VALUES (%s) RETURNING name"
+    with sp.with_connection("cached") as conn, conn.cursor() as cursor:
+        assert isinstance(cursor, SelectoCursor)
+        cursor.executemany(insert, [["x"], ["y"], ["z"]], returning=True)
+        names = [cursor.fetchone()]
+        while cursor.nextset():
+            names.append(cursor.fetchone())
+    assert names == [("x",), ("y",), ("z",)]
