@@ -274,10 +274,11 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
     def executemany(  # type: ignore[override]
         self, query: Any, params_seq: Iterable[Any], *, returning: bool = False
     ) -> None:
-        """The same decisions as ``execute()``, made on the first row's types.
+        """The same decisions as ``execute()``, for the batch's parameter types.
 
-        psycopg prepares every statement run with ``executemany()``; one the
-        server can't type runs row by row the stock way.
+        psycopg prepares every statement run with ``executemany()``, and sends
+        the batch in one pipeline: one the server can't type fails before any
+        row ran, and the whole batch runs the stock way.
         """
         rows = list(params_seq)
         if not rows or returning or not psycopg.Pipeline.is_supported():
@@ -291,7 +292,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             return
         executemany = super().executemany
         self._server_side(
-            _signature(query, rows[0]),
+            _batch_signature(query, rows),
             lambda prepare: executemany(query, rows, returning=returning),
             lambda: self._executemany_stock(query, rows),
             prepare=True,
@@ -379,8 +380,11 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         return self
 
     def _executemany_stock(self, query: Any, rows: list[Any]) -> None:
-        for params in rows:
-            self._execute_stock(query, params)
+        """What Django's default cursor does: client-side binding, one pipeline
+        (all rows or none); the total row count is carried over."""
+        with psycopg.ClientCursor(self.connection) as stock:
+            stock.executemany(query, rows)
+            self._rowcount = stock.rowcount
 
     def _count_fallback(self) -> None:
         if cache := cache_of(self.connection):
@@ -406,9 +410,19 @@ def _note_server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> Non
 def _signature(query: str, params: Any) -> Hashable:
     """The statement and the Python types of its parameters (which decide the
     server-side types, and so whether the server can type the statement)."""
+    return query, _types(params)
+
+
+def _batch_signature(query: str, rows: Iterable[Any]) -> Hashable:
+    """The statement and every distinct tuple of parameter types of a batch:
+    any row can be the one the server can't type."""
+    return query, "executemany", tuple(dict.fromkeys(_types(row) for row in rows))
+
+
+def _types(params: Any) -> tuple[Any, ...]:
     if isinstance(params, dict):
-        return query, tuple(sorted((k, type(v)) for k, v in params.items()))
-    return query, tuple(type(param) for param in params)
+        return tuple(sorted((k, type(v)) for k, v in params.items()))
+    return tuple(type(param) for param in params)
 
 
 def _is_stale(exc: psycopg.Error) -> bool:

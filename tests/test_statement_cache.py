@@ -296,22 +296,41 @@ def test_a_disabled_cache_prepares_nothing(transactional_db: None) -> None:
 
 @pytest.mark.django_db(databases=["cached"], transaction=True)
 def test_executemany_falls_back_like_execute() -> None:
-    # $1 alone in "CASE WHEN $1 IS NULL" can't be typed by the server.
+    # Typeable with an int first: "$1 IS NULL" can't be typed when $1 is NULL.
     insert = (
         "INSERT INTO library_author (name) "
         "VALUES (CASE WHEN %s IS NULL THEN 'unknown' ELSE %s END)"
     )
     fallbacks = sp.pool_stats("cached").cache_fallbacks
     with connections["cached"].cursor() as cursor:
+        cursor.execute(insert, [1, "a"])  # verified: runs server-side from now on
         # Typeable on the first row, not on the second: nothing may run twice.
-        cursor.executemany(insert, [["a", "a"], [None, None]])
+        cursor.executemany(insert, [[2, "b"], [None, None]])
+        assert cursor.rowcount == 2
     with transaction.atomic(using="cached"), connections["cached"].cursor() as cursor:
-        cursor.executemany(insert + " RETURNING id", [[None, None], ["b", "b"]])
+        cursor.executemany(insert, [[3, "c"], [None, "d"], [4, "e"]])
+        assert cursor.rowcount == 3
         # The transaction is still usable after the failed server-side try.
-        assert Author.objects.using("cached").count() == 4
+        assert Author.objects.using("cached").count() == 6
     names = Author.objects.using("cached").order_by("name").values_list("name")
-    assert [name for (name,) in names] == ["a", "b", "unknown", "unknown"]
-    assert sp.pool_stats("cached").cache_fallbacks >= fallbacks + 2
+    assert [name for (name,) in names] == ["a", "b", "c", "e", "unknown", "unknown"]
+    assert sp.pool_stats("cached").cache_fallbacks == fallbacks + 2
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_executemany_of_other_statements_is_one_batch() -> None:
+    # A leading comment (as SQL commenters add) makes it "not a single DML".
+    insert = "/* bulk */ INSERT INTO library_author (name) VALUES (%s)"
+    with connections["cached"].cursor() as cursor:
+        cursor.executemany(insert, [["x"], ["y"]])
+        assert cursor.rowcount == 2
+        with pytest.raises(IntegrityError):
+            cursor.executemany(
+                "/* bulk */ INSERT INTO library_author (id, name) VALUES (%s, %s)",
+                [[-1, "first"], [-1, "duplicate"]],
+            )
+    # All rows or none, as with Django's stock cursor.
+    assert Author.objects.using("cached").filter(pk=-1).count() == 0
 
 
 @pytest.mark.django_db(databases=["cached"], transaction=True)
