@@ -32,7 +32,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from django.db.backends.postgresql.base import CursorMixin
@@ -246,6 +246,16 @@ def cache_of(conn: psycopg.Connection[Any]) -> StatementCache | None:
     return cache if isinstance(cache, StatementCache) else None
 
 
+class _Attempt(NamedTuple):
+    """One execute() or executemany(): its decision key and the two ways to run it."""
+
+    signature: Hashable
+    #: Bound server-side; takes psycopg's ``prepare`` argument.
+    server_side: Callable[[bool | None], object]
+    #: The way Django's default cursor runs it.
+    stock: Callable[[], object]
+
+
 class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
     """Django's cursor, binding server-side (and so preparing) where it's safe."""
 
@@ -264,12 +274,12 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         if params is None or not is_preparable(query):
             return self._execute_stock(query, params)
         execute = super().execute
-        return self._server_side(
+        attempt = _Attempt(
             _signature(query, params),
             lambda prepare: execute(query, params, prepare=prepare, binary=binary),
             lambda: self._execute_stock(query, params),
-            prepare,
         )
+        return self._server_side(attempt, prepare)
 
     def executemany(  # type: ignore[override]
         self, query: Any, params_seq: Iterable[Any], *, returning: bool = False
@@ -291,30 +301,23 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             self._executemany_stock(query, rows)
             return
         executemany = super().executemany
-        self._server_side(
+        attempt = _Attempt(
             _batch_signature(query, rows),
             lambda prepare: executemany(query, rows, returning=returning),
             lambda: self._executemany_stock(query, rows),
-            prepare=True,
         )
+        self._server_side(attempt, prepare=True)
 
-    def _server_side(
-        self,
-        signature: Hashable,
-        run: Callable[[bool | None], object],
-        stock: Callable[[], object],
-        prepare: bool | None,
-    ) -> SelectoCursor:
-        """``run(prepare)`` binds server-side; ``stock()`` runs it Django's way.
+    def _server_side(self, attempt: _Attempt, prepare: bool | None) -> SelectoCursor:
+        """Run ``attempt`` bound server-side, or the stock way if it must.
 
-        Falls back to ``stock()`` for statements the server can't type (the
-        decision is remembered), guards a first run inside a transaction with
-        a savepoint, and reruns a stale statement once outside one.
+        Falls back for statements the server can't type (the decision is
+        remembered), guards a first run inside a transaction with a
+        savepoint, and reruns a stale statement once outside one.
         """
+        signature, run, _ = attempt
         if signature in _rejected:
-            self._count_fallback()
-            stock()
-            return self
+            return self._fall_back(attempt)
         # Without autocommit, psycopg opens the transaction with this very
         # statement: it is in a transaction too.
         in_transaction = not self.connection.autocommit or (
@@ -323,7 +326,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         if prepare is None:
             prepare = _hot(signature, self.connection.prepare_threshold)
         if in_transaction and signature not in _verified:
-            return self._guarded(signature, run, stock, prepare)
+            return self._guarded(attempt, prepare)
         try:
             run(prepare)
         except psycopg.Error as exc:
@@ -332,9 +335,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
                 raise
             if exc.sqlstate in _NOT_PREPARABLE:
                 _rejected.add(signature)
-                self._count_fallback()
-                stock()
-                return self
+                return self._fall_back(attempt)
             if not _is_stale(exc):
                 raise
             # Outside a transaction nothing ran: forget every statement of this
@@ -344,17 +345,11 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         _verified.add(signature)
         return self
 
-    def _guarded(
-        self,
-        signature: Hashable,
-        run: Callable[[bool | None], object],
-        stock: Callable[[], object],
-        prepare: bool | None,
-    ) -> SelectoCursor:
+    def _guarded(self, attempt: _Attempt, prepare: bool | None) -> SelectoCursor:
         """First server-side run inside a transaction: under a savepoint."""
         self.connection.execute("SAVEPOINT selecto_pool_probe")
         try:
-            run(prepare)
+            attempt.server_side(prepare)
         except psycopg.Error as exc:
             _note_server_error(self.connection, exc)
             if exc.sqlstate not in _NOT_PREPARABLE:
@@ -364,12 +359,17 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
                 raise
             self.connection.execute("ROLLBACK TO SAVEPOINT selecto_pool_probe")
             self.connection.execute("RELEASE SAVEPOINT selecto_pool_probe")
-            _rejected.add(signature)
-            self._count_fallback()
-            stock()
-            return self
+            _rejected.add(attempt.signature)
+            return self._fall_back(attempt)
         self.connection.execute("RELEASE SAVEPOINT selecto_pool_probe")
-        _verified.add(signature)
+        _verified.add(attempt.signature)
+        return self
+
+    def _fall_back(self, attempt: _Attempt) -> SelectoCursor:
+        """Run ``attempt`` the stock way, counted in ``cache_fallbacks``."""
+        if cache := cache_of(self.connection):
+            cache.fallbacks += 1
+        attempt.stock()
         return self
 
     def _execute_stock(self, query: Any, params: Any) -> SelectoCursor:
@@ -385,10 +385,6 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         with psycopg.ClientCursor(self.connection) as stock:
             stock.executemany(query, rows)
             self._rowcount = stock.rowcount
-
-    def _count_fallback(self) -> None:
-        if cache := cache_of(self.connection):
-            cache.fallbacks += 1
 
 
 def _note_server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> None:
