@@ -88,10 +88,11 @@ def ensure_pgbouncer() -> None:
 
 
 def test(pytest_args: list[str]) -> NoReturn:
-    """Lint first (it is quick), then the test suite."""
+    """Lint and check the layers first (they are quick), then the test suite."""
     ensure_venv()
     ensure_pgbouncer()
     check(PYTHON, "-m", "ruff", "check", ".")
+    check(VENV / "bin" / "lint-imports", "--no-cache")
     replace_with(PYTHON, "-m", "pytest", *pytest_args)
 
 

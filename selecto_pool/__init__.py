@@ -19,13 +19,20 @@ from ._api import (
     transaction,
     with_connection,
 )
-from ._options import PoolOptions
-from ._pool import SelectoPool
-from ._stats import PoolStats
-from .errors import CheckoutTimeout, PoolClosed, PoolError, PoolStartError
+from ._config.options import PoolOptions
+from ._pool.pool import SelectoPool
+from ._pool.stats import PoolStats
+from .errors import (
+    CheckoutTimeout,
+    IncompatibleVersion,
+    PoolClosed,
+    PoolError,
+    PoolStartError,
+)
 
 __all__ = [
     "CheckoutTimeout",
+    "IncompatibleVersion",
     "PoolClosed",
     "PoolError",
     "PoolOptions",

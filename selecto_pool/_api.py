@@ -17,10 +17,10 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
-from . import _registry
-from ._options import build_options
-from ._pool import Connection, SelectoPool
-from ._stats import PoolStats
+from ._config.options import build_options
+from ._pool.pool import Connection, SelectoPool
+from ._pool.stats import PoolStats
+from ._process import registry
 from .errors import PoolStartError
 
 T = TypeVar("T")
@@ -84,17 +84,17 @@ def start_pool(
     pool = SelectoPool(name=name, options=pool_options, kwargs=kwargs)
     _probe(pool, name)
     pool.open()
-    _registry.track(pool)
+    registry.track(pool)
     return pool
 
 
 def stop_pool(pool: PoolRef, timeout: float = 5.0) -> None:
     """Drain then close: wait up to ``timeout`` s for checked-out connections."""
     pool = _resolve(pool)
-    alias = _registry.alias_of(pool)
+    alias = registry.alias_of(pool)
     if alias is not None:
         # The ORM builds a fresh pool for the alias on its next query.
-        _registry.discard(alias, pool)
+        registry.discard(alias, pool)
     pool.stop(timeout)
 
 

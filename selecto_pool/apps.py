@@ -14,7 +14,7 @@ class SelectoPoolConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from . import checks  # noqa: F401
-        from ._signals import invalidate_statement_caches
+        from ._ops.schema_changes import invalidate_statement_caches
 
         post_migrate.connect(
             invalidate_statement_caches, dispatch_uid="selecto_pool.invalidate"

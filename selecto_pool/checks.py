@@ -22,8 +22,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from ._health_settings import health_settings
-from ._options import PoolOptions, resolve_options
+from ._config.health import health_settings
+from ._config.options import PoolOptions, resolve_options
 
 ENGINE = "selecto_pool.backend"
 

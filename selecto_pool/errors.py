@@ -10,9 +10,16 @@ Django's ``ImproperlyConfigured`` instead.
 from __future__ import annotations
 
 import psycopg_pool
+from django.core.exceptions import ImproperlyConfigured
 from django.db.utils import OperationalError
 
-__all__ = ["CheckoutTimeout", "PoolClosed", "PoolError", "PoolStartError"]
+__all__ = [
+    "CheckoutTimeout",
+    "IncompatibleVersion",
+    "PoolClosed",
+    "PoolError",
+    "PoolStartError",
+]
 
 
 class PoolError(OperationalError):
@@ -29,3 +36,7 @@ class PoolClosed(PoolError, psycopg_pool.PoolClosed):
 
 class PoolStartError(PoolError):
     """``start_pool`` could not open its connections in time."""
+
+
+class IncompatibleVersion(ImproperlyConfigured):
+    """An installed psycopg, psycopg_pool or Django lacks a name selecto_pool uses."""

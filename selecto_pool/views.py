@@ -18,16 +18,11 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from . import _metrics, _registry
 from ._api import get_pool
-from ._health_settings import HealthSettings, health_settings
-
-
-class _EveryAlias:
-    """Marks the view non-atomic for every database (ATOMIC_REQUESTS)."""
-
-    def __contains__(self, alias: object) -> bool:
-        return True
+from ._compat import non_atomic_for_every_database
+from ._config.health import HealthSettings, health_settings
+from ._ops import metrics
+from ._process import registry
 
 
 @never_cache
@@ -38,13 +33,13 @@ def health(request: HttpRequest) -> HttpResponse:
     if request.GET.get("format") == "openmetrics":
         if not details:
             return HttpResponse("details need a token or a staff user\n", status=403)
-        stats = {alias: pool.stats() for alias, pool in _registry.all_pools().items()}
-        body = _metrics.render(stats, {config.database: status == "ok"})
-        return HttpResponse(body, content_type=_metrics.CONTENT_TYPE)
+        stats = {alias: pool.stats() for alias, pool in registry.all_pools().items()}
+        body = metrics.render(stats, {config.database: status == "ok"})
+        return HttpResponse(body, content_type=metrics.CONTENT_TYPE)
 
     payload: dict[str, Any] = {"status": status}
     if details:
-        pool = _registry.get(config.database)
+        pool = registry.get(config.database)
         payload.update(
             database=config.database,
             probe_ms=probe_ms,
@@ -59,7 +54,7 @@ def health(request: HttpRequest) -> HttpResponse:
     return response
 
 
-health._non_atomic_requests = _EveryAlias()  # type: ignore[attr-defined]
+non_atomic_for_every_database(health)
 
 
 def _probe(config: HealthSettings) -> tuple[str, float | None, str | None]:

@@ -32,7 +32,8 @@ from django.core.management import call_command
 from django.db import OperationalError, connections
 
 import selecto_pool as sp
-from selecto_pool import SelectoPool, _metrics
+from selecto_pool import SelectoPool
+from selecto_pool._ops import metrics as _metrics
 from selecto_pool.backend.base import DatabaseWrapper
 from testproject.pgserver import LocalPostgres, free_port
 

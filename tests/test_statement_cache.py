@@ -18,7 +18,7 @@ from django.db import (
 from django.db.models.expressions import RawSQL
 
 import selecto_pool as sp
-from selecto_pool._statements import SelectoCursor
+from selecto_pool.backend.cursor import SelectoCursor
 from testproject.library.models import Author
 
 from .conftest import Observer

@@ -19,13 +19,15 @@ from django.db.backends.postgresql import base as postgresql
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
-from .. import _registry
-from .._control import Responder
-from .._options import OPTION_NAMES, PoolOptions, resolve_options
-from .._pool import SelectoPool
-from .._statements import SelectoCursor
+from .. import _compat
+from .._compat import pool_of
+from .._config.options import OPTION_NAMES, PoolOptions, resolve_options
+from .._pool.pool import SelectoPool
+from .._process import registry
+from .._process.control import Responder
 from ..errors import PoolError
 from .creation import DatabaseCreation
+from .cursor import SelectoCursor
 from .operations import DatabaseOperations
 
 
@@ -67,17 +69,17 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # until the registry changes or the database NAME does (test setup).
         cached = self.__dict__.get("_pool_at_hand")
         name = self.settings_dict["NAME"]
-        if cached is not None and cached[0] == _registry.version and cached[1] == name:
+        if cached is not None and cached[0] == registry.version and cached[1] == name:
             return cached[2]
         if self.alias == NO_DB_ALIAS or not self.pool_options.enabled:
             return None
-        pool = _registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
-        self.__dict__["_pool_at_hand"] = (_registry.version, name, pool)
+        pool = registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
+        self.__dict__["_pool_at_hand"] = (registry.version, name, pool)
         return pool
 
     def close_pool(self) -> None:
         # Overridden so that closing never creates a pool just to close it.
-        pool = _registry.discard(self.alias)
+        pool = registry.discard(self.alias)
         if pool is not None:
             pool.close()
         self.__dict__.pop("pool_options", None)
@@ -99,13 +101,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         name = self.settings_dict["NAME"]
         if (
             at_hand is not None
-            and at_hand[0] == _registry.version
+            and at_hand[0] == registry.version
             and at_hand[1] == name
         ):
             return dict(at_hand[2])
         params = self._connection_params()
         if self.pool_options.enabled:
-            self.__dict__["_params_at_hand"] = (_registry.version, name, params)
+            self.__dict__["_params_at_hand"] = (registry.version, name, params)
         return dict(params)
 
     def _connection_params(self) -> dict[str, Any]:
@@ -131,7 +133,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         )
 
     def _new_pool(self) -> SelectoPool:
-        _registry.on_fork_in_child(_forget_inherited_connections)
+        _compat.check(django=True)
+        registry.on_fork_in_child(_forget_inherited_connections)
         kwargs = self.get_connection_params()
         # Pooled connections rest in autocommit; Django sets its mode on checkout.
         kwargs["autocommit"] = True
@@ -164,5 +167,5 @@ def _forget_inherited_connections() -> None:
     ones that can still be used.
     """
     for wrapper in connections.all(initialized_only=True):
-        if getattr(wrapper.connection, "_pool", None) is not None:
+        if pool_of(wrapper.connection) is not None:
             wrapper.connection = None

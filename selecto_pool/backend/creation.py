@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.backends.postgresql import creation as postgresql
 
-from .. import _registry
+from .._process import registry
 
 
 class DatabaseCreation(postgresql.DatabaseCreation):
@@ -14,9 +14,9 @@ class DatabaseCreation(postgresql.DatabaseCreation):
     # identical settings) have pools connected to the same database, which
     # would make DROP/CREATE DATABASE fail with "being accessed by other users".
     def _clone_test_db(self, suffix: str, verbosity: int, keepdb: bool = False) -> None:
-        _registry.close_pools_of_database(self.connection.settings_dict["NAME"])
+        registry.close_pools_of_database(self.connection.settings_dict["NAME"])
         super()._clone_test_db(suffix, verbosity, keepdb)
 
     def _destroy_test_db(self, test_database_name: str, verbosity: int) -> Any:
-        _registry.close_pools_of_database(test_database_name)
+        registry.close_pools_of_database(test_database_name)
         return super()._destroy_test_db(test_database_name, verbosity)

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.backends.postgresql import operations as postgresql
 from psycopg import errors
 
-from .._statements import SelectoCursor
+from .cursor import SelectoCursor
 
 
 class DatabaseOperations(postgresql.DatabaseOperations):

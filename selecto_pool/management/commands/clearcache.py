@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ... import _registry
-from ..._commands import add_common_arguments, ask, pooled_aliases
+from ..._ops.commands import add_common_arguments, ask, pooled_aliases
+from ..._process import registry
 
 
 class Command(BaseCommand):
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         silent: list[dict[str, Any]] = []
         for alias in pooled_aliases(options["database"]):
             if options["local"]:
-                pool = _registry.get(alias)
+                pool = registry.get(alias)
                 if pool is not None:
                     processes, connections = (
                         processes + 1,

@@ -10,8 +10,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import _registry, _report
-from ..._commands import add_common_arguments, ask, pooled_aliases
+from ..._ops import report
+from ..._ops.commands import add_common_arguments, ask, pooled_aliases
+from ..._process import registry
 
 
 class Command(BaseCommand):
@@ -46,27 +47,27 @@ class Command(BaseCommand):
         rows = []
         for alias in pooled_aliases(options["database"]):
             if options["local"]:
-                pool = _registry.get(alias)
+                pool = registry.get(alias)
                 if pool is not None:
                     stats = pool.stats().as_dict()
                     rows.append(
-                        _report.row(socket.gethostname(), os.getpid(), alias, stats)
+                        report.row(socket.gethostname(), os.getpid(), alias, stats)
                     )
                 continue
             gathered = ask(alias, "stats", options["timeout"])
             for answer in gathered.answers:
                 rows.append(
-                    _report.row(answer["host"], answer["pid"], alias, answer["stats"])
+                    report.row(answer["host"], answer["pid"], alias, answer["stats"])
                 )
             for silent in gathered.silent:
-                rows.append(_report.silent_row(silent["host"], silent["pid"], alias))
+                rows.append(report.silent_row(silent["host"], silent["pid"], alias))
         return rows
 
     def _print(self, rows: list[dict[str, Any]], as_json: bool) -> None:
-        totals = _report.totals(rows)
+        totals = report.totals(rows)
         if as_json:
             self.stdout.write(json.dumps({"processes": rows, "totals": totals}))
         elif not rows:
             self.stdout.write("No process with a selecto_pool pool answered.")
         else:
-            self.stdout.write(_report.table(rows, totals))
+            self.stdout.write(report.table(rows, totals))

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._pool import SelectoPool
+    from .._pool.pool import SelectoPool
 
-logger = logging.getLogger("selecto_pool")
+logger = logging.getLogger("selecto_pool.pool")
 
 
 def stop_pools(pools: Iterable[SelectoPool]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 
-from . import _control
+from .._process import control
 
 
 def add_common_arguments(parser: CommandParser) -> None:
@@ -32,7 +32,7 @@ def add_common_arguments(parser: CommandParser) -> None:
 
 def pooled_aliases(database: str | None) -> list[str]:
     """The aliases using selecto_pool with pooling on (or ``database`` alone)."""
-    from .backend.base import DatabaseWrapper
+    from ..backend.base import DatabaseWrapper
 
     aliases = [database] if database else list(connections)
     chosen = [
@@ -48,12 +48,12 @@ def pooled_aliases(database: str | None) -> list[str]:
     return chosen
 
 
-def ask(alias: str, operation: str, timeout: float) -> _control.Gathered:
+def ask(alias: str, operation: str, timeout: float) -> control.Gathered:
     """Ask every process with a pool for ``alias`` (over the alias's database)."""
     wrapper = connections[alias]
     params: dict[str, Any] = wrapper.get_connection_params()
     try:
-        return _control.gather(params, operation, alias=alias, timeout=timeout)
+        return control.gather(params, operation, alias=alias, timeout=timeout)
     except Exception as exc:
         # Name the failure, not the connection parameters (they hold secrets).
         raise CommandError(

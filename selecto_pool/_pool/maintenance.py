@@ -20,9 +20,9 @@ It does three low-frequency jobs that psycopg_pool does not:
 Why a thread of our own: psycopg_pool's scheduler and task classes are private
 (its ``MaintenanceTask`` subclasses live in its implementation module), and its
 workers should stay free for connecting. One thread that sleeps on an event
-costs nothing measurable; it holds only a weak reference to the pool, so that
-an abandoned pool can still be garbage-collected, and it is stopped by
-``close()``.
+costs nothing measurable. It knows the pool only through weak callbacks
+(sweep, run a task), so that an abandoned pool can still be
+garbage-collected, and it is stopped by ``close()``.
 """
 
 from __future__ import annotations
@@ -32,24 +32,19 @@ import math
 import random
 import threading
 import time
-import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-import psycopg_pool
+from .leaks import LeakDetector
 
-from ._leaks import LeakDetector
-
-if TYPE_CHECKING:
-    from ._pool import SelectoPool
-
-logger = logging.getLogger("selecto_pool")
+logger = logging.getLogger("selecto_pool.pool")
 
 #: Seconds between two connection attempts while the server is unreachable.
 PROBE_INTERVAL = 0.5
-# How long the sweep waits to take an idle connection before giving up (the
-# pool got busy: whoever took the connection checks it anyway).
-_TAKE_TIMEOUT = 0.01
+
+# A weak reference to a bound method: called, it gives the method or None.
+WeakCallback = Callable[[], Callable[..., Any] | None]
 
 
 class Maintainer:
@@ -57,12 +52,16 @@ class Maintainer:
 
     def __init__(
         self,
-        pool: SelectoPool,
+        name: str,
         health_check_interval: float,
         leaks: LeakDetector | None,
+        *,
+        sweep: WeakCallback,
+        run_task: WeakCallback,
     ):
-        self._pool = weakref.ref(pool)
-        self._name = pool.name
+        self._name = name
+        self._sweep = sweep
+        self._run_task = run_task
         self._health_interval = health_check_interval
         self._leaks = leaks
         self._lock = threading.Lock()
@@ -105,11 +104,6 @@ class Maintainer:
             self._parked.append(task)
         self._wake.set()
 
-    @property
-    def reconnecting(self) -> int:
-        """Connection attempts waiting for the server to come back."""
-        return len(self._parked)
-
     # -- the thread ------------------------------------------------------------
     def _run(self) -> None:
         now = time.monotonic()
@@ -133,16 +127,16 @@ class Maintainer:
             if due > now:
                 self._wake.wait(None if due == math.inf else due - now)
                 continue
-            pool = self._pool()
-            if pool is None or pool.closed:
-                return
+            sweep, run_task = self._sweep(), self._run_task()
+            if sweep is None or run_task is None:
+                return  # the pool is gone
             try:
                 if next_probe <= now:
                     next_probe = math.inf
-                    self._probe(pool)
+                    self._probe(run_task)
                 if next_sweep <= now:
                     next_sweep = now + self._health_interval
-                    sweep_idle(pool)
+                    sweep()
                 if self._leaks is not None and next_scan <= now:
                     next_scan = now + self._leaks.scan_interval
                     self._leaks.scan()
@@ -150,9 +144,9 @@ class Maintainer:
                 # Never let the thread die: the next round may well succeed.
                 logger.exception("pool %r: maintenance failed", self._name)
             finally:
-                del pool
+                del sweep, run_task
 
-    def _probe(self, pool: SelectoPool) -> None:
+    def _probe(self, run_task: Callable[[Any], None]) -> None:
         """Run one parked attempt here; if it connects, run the others now."""
         with self._lock:
             if not self._parked:
@@ -174,20 +168,4 @@ class Maintainer:
                 len(released),
             )
         for retry in released:
-            pool.run_task(retry)
-
-
-def sweep_idle(pool: SelectoPool) -> None:
-    """Look at each idle connection once: replace the dead, retire the expired.
-
-    Connections are taken with psycopg_pool's own ``getconn``/``putconn`` (not
-    the pool's overrides), so that sweeping counts no checkout.
-    """
-    idle = pool.get_stats().get("pool_available", 0)
-    for _ in range(idle):
-        try:
-            conn = psycopg_pool.ConnectionPool.getconn(pool, timeout=_TAKE_TIMEOUT)
-        except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed):
-            return
-        if pool._vet(conn):
-            psycopg_pool.ConnectionPool.putconn(pool, conn)
+            run_task(retry)

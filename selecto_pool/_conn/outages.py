@@ -15,10 +15,10 @@ from typing import Any
 
 import psycopg
 
-logger = logging.getLogger("selecto_pool")
+logger = logging.getLogger("selecto_pool.pool")
 
 
-class _OutageLog:
+class OutageLog:
     """Counts consecutive connect failures of one pool; logs edges, not floods."""
 
     def __init__(self, pool_name: str):
@@ -52,9 +52,12 @@ class _OutageLog:
             )
 
 
-def connection_class_for(pool_name: str) -> type[psycopg.Connection[Any]]:
-    """A ``psycopg.Connection`` subclass whose ``connect()`` logs for the pool."""
-    outage = _OutageLog(pool_name)
+def connection_class_for(
+    pool_name: str,
+) -> tuple[type[psycopg.Connection[Any]], OutageLog]:
+    """A ``psycopg.Connection`` subclass whose ``connect()`` logs for the pool,
+    and the log it keeps (read by the pool's timeout messages)."""
+    outage = OutageLog(pool_name)
 
     class PooledConnection(psycopg.Connection[Any]):
         @classmethod
@@ -67,5 +70,4 @@ def connection_class_for(pool_name: str) -> type[psycopg.Connection[Any]]:
             outage.succeeded()
             return conn
 
-    PooledConnection.selecto_outage = outage  # type: ignore[attr-defined]
-    return PooledConnection
+    return PooledConnection, outage

@@ -19,8 +19,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import _shutdown
-from ._pool import SelectoPool
+from .._pool.pool import SelectoPool
+from . import shutdown
 
 # Re-entrant: a pool factory may register its fork callback while we build it.
 _lock = threading.RLock()
@@ -132,7 +132,7 @@ def _install_exit_hook() -> None:
 def _stop_at_exit() -> None:
     with _lock:
         pools = [*_pools.values(), *_direct]
-    _shutdown.stop_pools(pools)
+    shutdown.stop_pools(pools)
 
 
 def close_pools_of_database(name: str) -> None:

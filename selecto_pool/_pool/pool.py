@@ -23,7 +23,6 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,16 +30,19 @@ import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
 
-from . import _statements
-from ._connections import connection_class_for
-from ._health import expired, is_alive
-from ._leaks import LeakDetector
-from ._maintenance import Maintainer
-from ._options import PoolOptions
-from ._stats import PoolStats, cache_totals, percentile
-from .errors import CheckoutTimeout, PoolClosed
+from .. import _compat
+from .._config.options import PoolOptions
+from .._conn import reset, statements
+from .._conn.liveness import expired, is_alive
+from .._conn.outages import connection_class_for
+from ..errors import CheckoutTimeout, PoolClosed
+from . import forks, usage
+from .leaks import LeakDetector
+from .maintenance import Maintainer
+from .stats import PoolStats, cache_totals, exhausted_message, percentile
+from .usage import Usage
 
-logger = logging.getLogger("selecto_pool")
+logger = logging.getLogger("selecto_pool.pool")
 
 Connection = psycopg.Connection[Any]
 
@@ -52,33 +54,10 @@ TCP_KEEPALIVE_DEFAULTS = {
     "keepalives_count": 3,
 }
 
-_CHECKOUTS = "checkouts"
-_TIMEOUTS = "checkout_timeouts"
-_REPLACED = "connections_replaced"
-_ROLLBACKS = "rollbacks_on_return"
 _VANISHED_BEFORE_STOP = 3
-
-# Incremented in every forked child. Comparing it is the hot path's "is this
-# pool from this process?" (os.getpid() is a system call on each checkout).
-_forks = [0]
-_fork_watch_installed = False
-
-
-def _forked() -> None:
-    _forks[0] += 1
-
-
-def _watch_forks() -> None:
-    """Registered with the first pool rather than at import."""
-    global _fork_watch_installed
-    if not _fork_watch_installed:
-        os.register_at_fork(after_in_child=_forked)
-        _fork_watch_installed = True
-
-
-# psycopg_pool schedules a retry of a failed connection attempt as one of
-# these; the pool parks them for its reconnect probe (see ``_maintenance``).
-_ADD_CONNECTION = getattr(psycopg_pool.pool, "AddConnection", None)
+# How long a background look at idle connections waits to take one before
+# giving up (the pool got busy: whoever took the connection checks it anyway).
+_TAKE_IDLE_TIMEOUT = 0.01
 
 
 class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
@@ -100,28 +79,20 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         #: target no longer matches the settings (e.g. the test database).
         self.target = target
         self.owner_pid = os.getpid()
-        _watch_forks()
-        self._born_in = _forks[0]
+        forks.watch()
+        self._born_in = forks.current()
         self.started_at = time.time()
         self._extra_configure = configure
+        connection_class, self._outage = connection_class_for(name)
         self._close_callbacks: list[Callable[[], None]] = []
         # Set when prepared statements turn out not to survive (see
         # _statements): connections are handed out with preparing off.
         self._preparing_stopped = False
         self._vanished = 0
-        # Guards the counters below: a plain lock, taken twice per checkout
-        # and once per checkin. stop() waits on the condition for checkins,
-        # which putconn() signals only while the pool drains.
-        self._usage = threading.Lock()
-        self._returned = threading.Condition(self._usage)
-        self._in_use = 0
-        # Clients inside psycopg_pool's getconn(), i.e. waiting (psycopg_pool's
-        # own count keeps timed-out clients until a connection comes back).
-        self._waiting_clients = 0
-        # Recent checkout waits in ms, for the p50/p99 that operators watch.
-        self._wait_samples: deque[float] = deque(maxlen=1000)
+        self._usage = Usage()
         self._draining = False
-        self._counts = dict.fromkeys((_CHECKOUTS, _TIMEOUTS, _REPLACED, _ROLLBACKS), 0)
+        # Guards the statement bookkeeping below (not the hot path).
+        self._lock = threading.Lock()
         # Connections remember the clear_prepared() generation they are at.
         self._generation = 0
         self._conn_generation: weakref.WeakKeyDictionary[Connection, int] = (
@@ -129,7 +100,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         )
         super().__init__(
             conninfo,
-            connection_class=connection_class_for(name),
+            connection_class=connection_class,
             kwargs={**TCP_KEEPALIVE_DEFAULTS, **kwargs},
             min_size=options.pool_size,
             max_size=options.max_size,
@@ -147,49 +118,50 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             if options.leak_detection_threshold
             else None
         )
-        self._maintainer = Maintainer(self, options.health_check_interval, self._leaks)
+        # Weak callbacks: an abandoned pool can still be garbage-collected.
+        self._maintainer = Maintainer(
+            name,
+            options.health_check_interval,
+            self._leaks,
+            sweep=weakref.WeakMethod(self.sweep_idle),
+            run_task=weakref.WeakMethod(self.run_task),
+        )
 
     # -- checkout and checkin ---------------------------------------------
     def getconn(self, timeout: float | None = None) -> Connection:
         """Hand out a live connection, or raise ``CheckoutTimeout``."""
-        if self._born_in != _forks[0] or self._draining:
+        if self._born_in != forks.current() or self._draining:
             self._refuse_if_unusable()
         if timeout is None:
             timeout = self.timeout
         started = time.monotonic()
-        with self._usage:
-            self._waiting_clients += 1
+        self._usage.start_waiting()
         try:
             conn = self._next_live(started + timeout)
         except psycopg_pool.PoolTimeout:
-            self._stop_waiting(_TIMEOUTS)
-            message = self._exhausted_message(timeout)
+            self._usage.stop_waiting(usage.TIMEOUTS)
+            message = exhausted_message(self.stats(), timeout, self._outage)
             logger.warning("%s", message)
             raise CheckoutTimeout(message) from None
         except psycopg_pool.PoolClosed:
-            self._stop_waiting()
+            self._usage.stop_waiting()
             raise PoolClosed(f"pool {self.name!r} is closed") from None
         except BaseException:
-            self._stop_waiting()
+            self._usage.stop_waiting()
             raise
         if self._preparing_stopped:
             conn.prepare_threshold = None
-        waited_ms = (time.monotonic() - started) * 1000.0
-        with self._usage:
-            self._waiting_clients -= 1
-            self._in_use += 1
-            self._counts[_CHECKOUTS] += 1
-            self._wait_samples.append(waited_ms)
+        self._usage.checked_out((time.monotonic() - started) * 1000.0)
         if self._leaks is not None:
             self._leaks.checked_out(conn)
         return conn
 
     def putconn(self, conn: Connection) -> None:
         """Take a connection back, clean: no transaction, autocommit on."""
-        if self._born_in != _forks[0]:
+        if self._born_in != forks.current():
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
-        if getattr(conn, "_pool", None) is not self:
+        if _compat.pool_of(conn) is not self:
             # Before any side effect: a connection returned twice, or to the
             # wrong pool, may be in someone else's hands now.
             raise ValueError(
@@ -202,20 +174,14 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self._clean(conn)
             super().putconn(conn)
         finally:
-            with self._usage:
-                self._in_use = max(self._in_use - 1, 0)
-                if self._draining:
-                    self._returned.notify_all()
+            self._usage.checked_in()
 
     # -- lifecycle -----------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
         """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
         deadline = time.monotonic() + timeout
-        with self._returned:
-            self._draining = True
-            while self._in_use and (remaining := deadline - time.monotonic()) > 0:
-                self._returned.wait(remaining)
-            still_out = self._in_use
+        self._draining = True
+        still_out = self._usage.wait_for_returns(deadline)
         if still_out:
             logger.warning(
                 "stopping pool %r with %d connection(s) still checked out; "
@@ -231,27 +197,29 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         Idle connections are cleared now; checked-out ones when returned.
         Returns how many connections that is.
         """
-        with self._usage:
+        with self._lock:
             self._generation += 1
-        stats = self.get_stats()
-        for _ in range(stats.get(self._POOL_AVAILABLE, 0)):
-            try:
-                conn = self.getconn(timeout=0.05)
-            except CheckoutTimeout:
-                break
-            self.putconn(conn)
-        return int(stats.get(self._POOL_SIZE, 0))
+        self._each_idle(self._clean)
+        return int(self.get_stats().get("pool_size", 0))
+
+    def sweep_idle(self) -> None:
+        """Look at each idle connection once: replace the dead, retire the expired.
+
+        Run by the maintenance thread every ``health_check_interval``.
+        """
+        self._each_idle(lambda conn: None)
 
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         if not wait and not self.closed:
             # Already open: Django calls open() before every checkout; skip
             # psycopg_pool's lock for it.
             return
+        _compat.check()
         super().open(wait=wait, timeout=timeout)
         self._maintainer.start()
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._born_in != _forks[0]:
+        if self._born_in != forks.current():
             # A pool inherited across fork(): its sockets are the parent's.
             return
         for callback in self._close_callbacks:
@@ -263,7 +231,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         # psycopg_pool schedules retries of failed connection attempts, with
         # a backoff of seconds to minutes, and its periodic shrinking. The
         # retries go to the maintenance thread's reconnect probe instead.
-        if _ADD_CONNECTION is not None and isinstance(task, _ADD_CONNECTION):
+        if isinstance(task, _compat.AddConnection):
             self._maintainer.park(task)
         else:
             super().schedule_task(task, delay)
@@ -275,7 +243,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         (a transaction-mode PgBouncer): connections are handed out with
         preparing off from then on.
         """
-        with self._usage:
+        with self._lock:
             self._vanished += 1
             stop = self._vanished == _VANISHED_BEFORE_STOP
         if stop:
@@ -292,34 +260,28 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._close_callbacks.append(callback)
 
     # -- introspection ----------------------------------------------------
-    @property
-    def in_use(self) -> int:
-        return self._in_use
-
     def stats(self) -> PoolStats:
         raw = self.get_stats()
-        with self._usage:
-            counts = dict(self._counts)
-            in_use = self._in_use
-            waiting = self._waiting_clients
-            waits = list(self._wait_samples)
-        connections = raw.get(self._POOL_SIZE, 0)
+        now = self._usage.snapshot()
+        counts, in_use, waiting, waits = now.counts, now.in_use, now.waiting, now.waits
+        connections = raw.get("pool_size", 0)
         return PoolStats(
             name=self.name,
             pool_size=self.options.pool_size,
             max_overflow=self.options.max_overflow,
             connections=connections,
-            idle=raw.get(self._POOL_AVAILABLE, 0),
+            idle=raw.get("pool_available", 0),
             in_use=in_use,
             overflow=max(connections - self.options.pool_size, 0),
             waiting=waiting,
-            checkouts=counts[_CHECKOUTS],
-            checkout_timeouts=counts[_TIMEOUTS],
-            connection_errors=raw.get(self._CONNECTIONS_ERRORS, 0),
-            connections_replaced=counts[_REPLACED] + raw.get(self._CONNECTIONS_LOST, 0),
-            rollbacks_on_return=counts[_ROLLBACKS],
-            connections_opened=raw.get(self._CONNECTIONS_NUM, 0)
-            - raw.get(self._CONNECTIONS_ERRORS, 0),
+            checkouts=counts[usage.CHECKOUTS],
+            checkout_timeouts=counts[usage.TIMEOUTS],
+            connection_errors=raw.get("connections_errors", 0),
+            connections_replaced=counts[usage.REPLACED]
+            + raw.get("connections_lost", 0),
+            rollbacks_on_return=counts[usage.ROLLBACKS],
+            connections_opened=raw.get("connections_num", 0)
+            - raw.get("connections_errors", 0),
             checkout_wait_p50_ms=percentile(waits, 50),
             checkout_wait_p99_ms=percentile(waits, 99),
             started_at=self.started_at,
@@ -337,17 +299,18 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._extra_configure:
             self._extra_configure(conn)
         if self.options.prepares and not self._preparing_stopped:
-            _statements.install(
+            statements.install(
                 conn,
                 cache_size=self.options.prepared_statement_cache_size,
                 threshold=self.options.prepare_threshold or 0,
+                on_vanished=self.statements_vanished,
             )
 
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""
         caches = []
         for conn in list(self._conn_generation.keys()):
-            cache = _statements.cache_of(conn)
+            cache = statements.cache_of(conn)
             if cache is not None and not conn.closed:
                 caches.append(
                     {"backend_pid": conn.info.backend_pid, **cache.snapshot()}
@@ -355,7 +318,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         return caches
 
     def _refuse_if_unusable(self) -> None:
-        if self._born_in != _forks[0]:
+        if self._born_in != forks.current():
             raise PoolClosed(
                 f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
                 "process gets its own pool from get_pool() or the ORM"
@@ -365,33 +328,19 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
 
     def _clean(self, conn: Connection) -> None:
         status = conn.pgconn.transaction_status
+        generation = self._conn_generation.get(conn, -1)
         if (
             status == TransactionStatus.IDLE
             and conn.autocommit
-            and self._conn_generation.get(conn, -1) == self._generation
+            and generation == self._generation
         ):
             return  # the common case: nothing to reset
-        if conn.closed:
-            return
-        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            self._count(_ROLLBACKS)
+        if status in reset.IN_TRANSACTION and not conn.closed:
+            self._usage.count(usage.ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
-        try:
-            if status != TransactionStatus.IDLE:
-                conn.rollback()
-            if not conn.autocommit:
-                conn.autocommit = True
-            if self._conn_generation.get(conn, -1) < self._generation:
-                conn.execute("DEALLOCATE ALL")
-                self._conn_generation[conn] = self._generation
-        except psycopg.Error as exc:
-            # psycopg_pool discards and replaces a closed connection.
-            logger.warning(
-                "discarding a connection of %r that could not be reset: %s",
-                self.name,
-                type(exc).__name__,
-            )
-            conn.close()
+        deallocate = generation < self._generation
+        if reset.clean(conn, deallocate=deallocate, pool_name=self.name):
+            self._conn_generation[conn] = self._generation
 
     def _vet(self, conn: Connection) -> bool:
         """True if ``conn`` may be handed out; if not, it is discarded."""
@@ -406,7 +355,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
 
     def _replace(self, conn: Connection) -> None:
         """Discard a dead connection; psycopg_pool opens a replacement."""
-        self._count(_REPLACED)
+        self._usage.count(usage.REPLACED)
         logger.info("replacing a dead connection of pool %r", self.name)
         conn.close()
         super().putconn(conn)
@@ -419,36 +368,16 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             if self._vet(conn):
                 return conn
 
-    def _stop_waiting(self, outcome: str | None = None) -> None:
-        """A client leaves getconn() without a connection (``outcome`` counted)."""
-        with self._usage:
-            self._waiting_clients -= 1
-            if outcome is not None:
-                self._counts[outcome] += 1
+    def _each_idle(self, action: Callable[[Connection], object]) -> None:
+        """Take each idle connection once, vet it, ``action`` it, put it back.
 
-    def _count(self, key: str) -> None:
-        with self._usage:
-            self._counts[key] += 1
-
-    def _exhausted_message(self, timeout: float) -> str:
-        stats = self.stats()
-        message = (
-            f"no connection of pool {self.name!r} became free within {timeout:.2f} s "
-            f"(checkout_timeout): {stats.in_use} in use of pool_size "
-            f"{stats.pool_size} + max_overflow {stats.max_overflow}, "
-            f"{stats.waiting} other client(s) waiting"
-        )
-        outage = getattr(self.connection_class, "selecto_outage", None)
-        opening = stats.connections - stats.idle - stats.in_use
-        if outage is not None and outage.failures:
-            message += (
-                f"; the last {outage.failures} attempt(s) to connect failed, for "
-                f"{time.monotonic() - outage.since:.1f} s ({outage.last_error}): "
-                "is the database server reachable?"
-            )
-        elif opening > 0 and stats.idle == 0:
-            message += (
-                f"; {opening} connection(s) still being opened: is the database "
-                "server slow or unreachable?"
-            )
-        return message
+        Through psycopg_pool's own getconn/putconn: no checkout is counted.
+        """
+        for _ in range(self.get_stats().get("pool_available", 0)):
+            try:
+                conn = super().getconn(timeout=_TAKE_IDLE_TIMEOUT)
+            except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed):
+                return
+            if self._vet(conn):
+                action(conn)
+                super().putconn(conn)

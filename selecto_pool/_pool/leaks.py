@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-logger = logging.getLogger("selecto_pool")
+logger = logging.getLogger("selecto_pool.pool")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 

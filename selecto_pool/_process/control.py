@@ -28,9 +28,9 @@ from typing import Any
 
 import psycopg
 
-from ._pool import TCP_KEEPALIVE_DEFAULTS, SelectoPool
+from .._pool.pool import TCP_KEEPALIVE_DEFAULTS, SelectoPool
 
-logger = logging.getLogger("selecto_pool")
+logger = logging.getLogger("selecto_pool.control")
 
 CHANNEL = "selecto_pool_control"
 APPLICATION_PREFIX = "selecto_pool:ctl:"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._statements import CACHE_COUNTERS
+from .._conn.outages import OutageLog
+from .._conn.statements import CACHE_COUNTERS
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,26 @@ def percentile(samples: list[float], pct: int) -> float:
     if len(samples) < 2:
         return round(samples[0], 3) if samples else 0.0
     return round(statistics.quantiles(samples, n=100, method="inclusive")[pct - 1], 3)
+
+
+def exhausted_message(stats: PoolStats, timeout: float, outage: OutageLog) -> str:
+    """Why a checkout timed out, in the words of the pool's state."""
+    message = (
+        f"no connection of pool {stats.name!r} became free within {timeout:.2f} s "
+        f"(checkout_timeout): {stats.in_use} in use of pool_size "
+        f"{stats.pool_size} + max_overflow {stats.max_overflow}, "
+        f"{stats.waiting} other client(s) waiting"
+    )
+    opening = stats.connections - stats.idle - stats.in_use
+    if outage.failures:
+        message += (
+            f"; the last {outage.failures} attempt(s) to connect failed, for "
+            f"{time.monotonic() - outage.since:.1f} s ({outage.last_error}): "
+            "is the database server reachable?"
+        )
+    elif opening > 0 and stats.idle == 0:
+        message += (
+            f"; {opening} connection(s) still being opened: is the database "
+            "server slow or unreachable?"
+        )
+    return message

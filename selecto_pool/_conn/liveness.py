@@ -11,7 +11,6 @@ TCP keepalives, which the pool turns on, make the kernel report them.
 
 from __future__ import annotations
 
-import math
 import select
 import time
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import psycopg
 from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
+
+from .. import _compat
 
 
 def _readable(fd: int) -> bool:
@@ -53,9 +54,5 @@ def is_alive(conn: psycopg.Connection) -> bool:
 
 
 def expired(conn: psycopg.Connection[Any]) -> bool:
-    """Past ``max_lifetime``? psycopg_pool only asks when a connection returns.
-
-    ``_expire_at`` is psycopg_pool's private attribute (a monotonic deadline
-    set when it connects); without it, a connection never expires here.
-    """
-    return getattr(conn, "_expire_at", math.inf) <= time.monotonic()
+    """Past ``max_lifetime``? psycopg_pool only asks when a connection returns."""
+    return _compat.expires_at(conn) <= time.monotonic()

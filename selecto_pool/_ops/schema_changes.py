@@ -8,10 +8,10 @@ from typing import Any
 import psycopg
 from django.db import connections
 
-from . import _control, _registry
-from ._statements import cache_of
+from .._conn.statements import cache_of
+from .._process import control, registry
 
-logger = logging.getLogger("selecto_pool")
+logger = logging.getLogger("selecto_pool.statements")
 
 
 _last_plan: list[Any] = []
@@ -36,12 +36,12 @@ def invalidate_statement_caches(
         # Checked out by migrate itself: cleared now rather than on return.
         with migrating.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")
-    for pool in _registry.all_pools().values():
+    for pool in registry.all_pools().values():
         pool.clear_prepared()
-    if using not in _registry.all_pools():
+    if using not in registry.all_pools():
         return
     try:
-        _control.broadcast(connections[using].get_connection_params(), "clear")
+        control.broadcast(connections[using].get_connection_params(), "clear")
     except psycopg.Error as exc:
         # The caches recover statement by statement anyway (see _statements).
         logger.warning("could not ask other processes to clear caches: %s", exc)

@@ -1,0 +1,176 @@
+"""Every private name selecto_pool uses from psycopg, psycopg_pool and Django.
+
+Nothing else in the package touches another library's private names: they
+are reached through this module only, so that a release that changes one is
+found here, by ``check()`` when the first pool opens (it raises
+``IncompatibleVersion`` naming the library, its version and what is missing)
+and by ``tests/test_compat.py``, one test per name, rather than as a feature
+that quietly stops working. Each name says why no public API does the job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from .errors import IncompatibleVersion
+
+# psycopg keeps its per-connection LRU of prepared statements in the private
+# PrepareManager; Django needs statements to survive ROLLBACK, which only a
+# subclass can give (see _conn.statements).
+try:
+    from psycopg._preparing import Prepare, PrepareManager
+except ImportError as exc:  # pragma: no cover - depends on the installed psycopg
+    raise IncompatibleVersion(
+        f"selecto_pool needs psycopg's PrepareManager (psycopg._preparing), which "
+        f"psycopg {psycopg.__version__} does not have: install the psycopg "
+        "version selecto_pool declares."
+    ) from exc
+
+# The PrepareManager members StatementCache overrides or reads.
+_PREPARE_MANAGER_MEMBERS = (
+    "get",
+    "maybe_add_to_cache",
+    "validate",
+    "clear",
+    "_should_discard",
+    "_rotate",
+    "_names",
+    "prepared_max",
+)
+
+
+def set_prepare_manager(conn: psycopg.Connection[Any], manager: Any) -> None:
+    """Give ``conn`` its statement cache: psycopg has no argument for it."""
+    if not hasattr(conn, "_prepared"):
+        raise IncompatibleVersion(
+            f"psycopg {psycopg.__version__} connections have no '_prepared' "
+            "statement cache for selecto_pool to replace."
+        )
+    conn._prepared = manager
+
+
+def prepare_manager_of(conn: psycopg.Connection[Any]) -> Any:
+    return getattr(conn, "_prepared", None)
+
+
+def set_rowcount(cursor: psycopg.Cursor[Any], rowcount: int) -> None:
+    """Carry a row count over from the cursor that really ran a batch."""
+    cursor._rowcount = rowcount
+
+
+def pool_of(conn: psycopg.Connection[Any]) -> Any:
+    """The psycopg_pool pool ``conn`` is checked out from (None when idle)."""
+    return getattr(conn, "_pool", None)
+
+
+def expires_at(conn: psycopg.Connection[Any]) -> float:
+    """psycopg_pool's ``max_lifetime`` deadline of ``conn`` (monotonic seconds).
+
+    psycopg_pool only looks at it when a connection is returned; the pool
+    looks at checkout too (see _pool.pool).
+    """
+    return conn._expire_at  # type: ignore[attr-defined, no-any-return]
+
+
+#: The task psycopg_pool schedules to retry a failed connection attempt with
+#: a backoff; the pool hands it to its reconnect probe instead.
+AddConnection: type[Any] = psycopg_pool.pool.AddConnection
+
+
+class _EveryAlias:
+    def __contains__(self, alias: object) -> bool:
+        return True
+
+
+def non_atomic_for_every_database(view: Callable[..., Any]) -> None:
+    """Exempt ``view`` from ``ATOMIC_REQUESTS`` on every database.
+
+    ``transaction.non_atomic_requests(using=...)`` takes alias names, which
+    are only known from the settings, never read at import; Django looks the
+    aliases up in this attribute with ``in``.
+    """
+    view._non_atomic_requests = _EveryAlias()  # type: ignore[attr-defined]
+
+
+_passed: set[str] = set()
+_check_lock = threading.Lock()
+
+
+def _psycopg_problems() -> list[str]:
+    """What psycopg and psycopg_pool lack of what is used here."""
+    problems = [
+        f"psycopg {psycopg.__version__}: PrepareManager.{name}"
+        for name in _PREPARE_MANAGER_MEMBERS
+        if not _has(PrepareManager, name)
+    ]
+    if not _has(Prepare, "SHOULD") or not _has(Prepare, "YES"):
+        problems.append(f"psycopg {psycopg.__version__}: Prepare.SHOULD/YES")
+    pool_version = psycopg_pool.__version__
+    for owner, name in (
+        (psycopg_pool.ConnectionPool, "schedule_task"),
+        (psycopg_pool.ConnectionPool, "run_task"),
+        (AddConnection, "run"),
+    ):
+        if not callable(getattr(owner, name, None)):
+            problems.append(f"psycopg_pool {pool_version}: {owner.__name__}.{name}")
+    return problems
+
+
+def _django_problems() -> list[str]:
+    """What Django lacks of what the backend uses."""
+    # Imported here: the pool and the direct API don't need Django's backends.
+    import django
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.base.creation import BaseDatabaseCreation
+    from django.db.backends.postgresql import base as postgresql_base
+
+    return [
+        f"Django {django.__version__}: {owner.__name__}.{name}"
+        for owner, name in (
+            (BaseDatabaseWrapper, "_set_autocommit"),
+            (BaseDatabaseCreation, "_clone_test_db"),
+            (BaseDatabaseCreation, "_destroy_test_db"),
+            (postgresql_base.DatabaseWrapper, "pool"),
+            (postgresql_base.DatabaseWrapper, "close_pool"),
+            (postgresql_base, "CursorMixin"),
+        )
+        if not _has(owner, name)
+    ]
+
+
+def _has(owner: Any, name: str) -> bool:
+    # Instance attributes that PrepareManager sets in __init__.
+    if name in ("_names", "prepared_max") and isinstance(owner, type):
+        try:
+            return hasattr(owner(), name)
+        except Exception:
+            return False
+    return hasattr(owner, name)
+
+
+_CHECKS = {"psycopg": _psycopg_problems, "django": _django_problems}
+
+
+def check(*, django: bool = False) -> None:
+    """Fail loudly if an installed library lacks a private name used here.
+
+    Each part runs once per process: psycopg's and psycopg_pool's when the
+    first pool opens, Django's (``django=True``) when the backend builds its
+    first pool; never at import.
+    """
+    for part in ("psycopg", "django") if django else ("psycopg",):
+        if part in _passed:
+            continue
+        with _check_lock:
+            if problems := _CHECKS[part]():
+                raise IncompatibleVersion(
+                    "selecto_pool relies on names these versions no longer "
+                    f"have: {'; '.join(problems)}. Install the versions "
+                    "selecto_pool declares in its metadata."
+                )
+            _passed.add(part)

@@ -1,0 +1,1 @@
+"""Layer 1: settings parsed and validated once, into frozen dataclasses (no I/O)."""

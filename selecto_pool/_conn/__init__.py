@@ -1,0 +1,1 @@
+"""Layer 2: one psycopg connection: liveness, statement cache, reset, outages."""

@@ -1,0 +1,1 @@
+"""Layer 4: process-wide state: the registry of pools, exit, the control channel."""
