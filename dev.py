@@ -88,11 +88,13 @@ def ensure_pgbouncer() -> None:
 
 
 def test(pytest_args: list[str]) -> NoReturn:
-    """Lint and check the layers first (they are quick), then the test suite."""
+    """Lint, formatting, layers and types first (they are quick), then the suite."""
     ensure_venv()
     ensure_pgbouncer()
     check(PYTHON, "-m", "ruff", "check", ".")
+    check(PYTHON, "-m", "ruff", "format", "--check", ".")
     check(VENV / "bin" / "lint-imports", "--no-cache")
+    check(PYTHON, "-m", "mypy")
     replace_with(PYTHON, "-m", "pytest", *pytest_args)
 
 
@@ -114,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("test", help="ruff, then pytest (other arguments: pytest's)")
+    commands.add_parser(
+        "test",
+        help="ruff, import layers, mypy, then pytest (other arguments: pytest's)",
+    )
     demo_parser = commands.add_parser("demo", help="run the demo site")
     demo_parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     commands.add_parser(

@@ -82,7 +82,7 @@ def start_pool(
         "autocommit": True,
     }
     pool = SelectoPool(name=name, options=pool_options, kwargs=kwargs)
-    _probe(pool, name)
+    _probe(pool.connection_class, kwargs, name)
     pool.open()
     registry.track(pool)
     return pool
@@ -216,10 +216,12 @@ def _connect_arguments(config: Any, name: str) -> dict[str, Any]:
         ) from None
 
 
-def _probe(pool: SelectoPool, name: str) -> None:
+def _probe(
+    connection_class: type[Connection], kwargs: Mapping[str, Any], name: str
+) -> None:
     """Connect once before opening, to fail with the server's reason."""
     try:
-        pool.connection_class.connect(pool.conninfo, **(pool.kwargs or {})).close()
+        connection_class.connect(**kwargs).close()
     except psycopg.ProgrammingError:
         # Never echo the connection string: it may hold a password.
         raise ImproperlyConfigured(

@@ -23,7 +23,8 @@ from .errors import IncompatibleVersion
 # PrepareManager; Django needs statements to survive ROLLBACK, which only a
 # subclass can give (see _conn.statements).
 try:
-    from psycopg._preparing import Prepare, PrepareManager
+    from psycopg._preparing import Prepare as Prepare
+    from psycopg._preparing import PrepareManager as PrepareManager
 except ImportError as exc:  # pragma: no cover - depends on the installed psycopg
     raise IncompatibleVersion(
         f"selecto_pool needs psycopg's PrepareManager (psycopg._preparing), which "
@@ -74,7 +75,7 @@ def expires_at(conn: psycopg.Connection[Any]) -> float:
     psycopg_pool only looks at it when a connection is returned; the pool
     looks at checkout too (see _pool.pool).
     """
-    return conn._expire_at  # type: ignore[attr-defined, no-any-return]
+    return conn._expire_at
 
 
 #: The task psycopg_pool schedules to retry a failed connection attempt with

@@ -133,8 +133,9 @@ def check_server_capacity(
     for alias in databases:
         if alias not in pooled:
             continue
+        wrapper = connections[alias]
         try:
-            options: PoolOptions = connections[alias].pool_options
+            options: PoolOptions = wrapper.pool_options  # type: ignore[attr-defined]
             limit = _server_limit(alias)
         except (ImproperlyConfigured, DatabaseError):
             continue  # reported by check_configuration, or the server is down

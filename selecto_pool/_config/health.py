@@ -67,7 +67,7 @@ def _valid(key: str, value: Any, kind: type | tuple[type, ...]) -> bool:
     if isinstance(value, bool) or not isinstance(value, kind):
         return False
     if key == "token":
-        return value is None or len(value) >= 16
+        return value is None or (isinstance(value, str) and len(value) >= 16)
     if isinstance(value, (int, float)):
         return value > 0
     return True

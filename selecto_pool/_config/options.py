@@ -184,7 +184,7 @@ def _parse_enabled(value: Any, where: str) -> bool | None:
     if isinstance(value, Mapping):
         return None
     enabled = _PARSERS["control"][0](value)
-    if enabled is not None:
+    if isinstance(enabled, bool):
         return enabled
     raise ImproperlyConfigured(
         f"{where} = {value!r} is invalid: expected True, False or a dict of "

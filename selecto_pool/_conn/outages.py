@@ -61,7 +61,7 @@ def connection_class_for(
 
     class PooledConnection(psycopg.Connection[Any]):
         @classmethod
-        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:  # type: ignore[override]
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Any:
             try:
                 conn = super().connect(conninfo, **kwargs)
             except psycopg.Error as exc:

@@ -94,7 +94,7 @@ class StatementCache(PrepareManager):
             return
         super().validate(key, prep, name, results)
 
-    def _should_discard(self, prep: Prepare, results: Sequence[Any]) -> bool:
+    def _should_discard(self, prep: Prepare, results: Sequence[Any], *_: Any) -> bool:
         if self._names or prep == Prepare.SHOULD:
             for result in results:
                 if result.status != COMMAND_OK:
@@ -127,11 +127,11 @@ class StatementCache(PrepareManager):
 class _LiteralIntDumper(IntDumper):
     """Types ints like SQL literals: int4, else int8, else numeric (never int2)."""
 
-    _int2_dumper = IntDumper._int4_dumper
+    _int2_dumper = IntDumper._int4_dumper  # type: ignore[assignment]
 
 
 class _LiteralIntBinaryDumper(IntBinaryDumper):
-    _int2_dumper = IntBinaryDumper._int4_dumper
+    _int2_dumper = IntBinaryDumper._int4_dumper  # type: ignore[assignment]
 
 
 class _FloatAsNumericDumper(FloatDumper):

@@ -35,11 +35,11 @@ def pooled_aliases(database: str | None) -> list[str]:
     from ..backend.base import DatabaseWrapper
 
     aliases = [database] if database else list(connections)
+    wrappers = {alias: connections[alias] for alias in aliases}
     chosen = [
         alias
-        for alias in aliases
-        if isinstance(connections[alias], DatabaseWrapper)
-        and connections[alias].pool_options.enabled
+        for alias, wrapper in wrappers.items()
+        if isinstance(wrapper, DatabaseWrapper) and wrapper.pool_options.enabled
     ]
     if database and not chosen:
         raise CommandError(

@@ -91,8 +91,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._vanished = 0
         self._usage = Usage()
         self._draining = False
-        # Guards the statement bookkeeping below (not the hot path).
-        self._lock = threading.Lock()
+        # Guards the statement bookkeeping below, off the hot path
+        # (psycopg_pool's own lock is self._lock).
+        self._bookkeeping = threading.Lock()
         # Connections remember the clear_prepared() generation they are at.
         self._generation = 0
         self._conn_generation: weakref.WeakKeyDictionary[Connection, int] = (
@@ -197,7 +198,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         Idle connections are cleared now; checked-out ones when returned.
         Returns how many connections that is.
         """
-        with self._lock:
+        with self._bookkeeping:
             self._generation += 1
         self._each_idle(self._clean)
         return int(self.get_stats().get("pool_size", 0))
@@ -243,7 +244,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         (a transaction-mode PgBouncer): connections are handed out with
         preparing off from then on.
         """
-        with self._lock:
+        with self._bookkeeping:
             self._vanished += 1
             stop = self._vanished == _VANISHED_BEFORE_STOP
         if stop:

@@ -68,7 +68,7 @@ class PoolStats:
 
 def cache_totals(caches: list[dict[str, int]]) -> dict[str, Any]:
     """The per-connection cache counters summed, plus the pool's hit ratio."""
-    totals = {
+    totals: dict[str, Any] = {
         f"cache_{key}": sum(cache[key] for cache in caches) for key in CACHE_COUNTERS
     }
     lookups = totals["cache_hits"] + totals["cache_misses"]

@@ -9,7 +9,7 @@ the settings it was built from change (the test database) or after ``fork()``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import psycopg_pool
 from django.conf import settings
@@ -62,7 +62,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         )
 
     @property
-    def pool(self) -> SelectoPool | None:  # type: ignore[override]
+    def pool(self) -> SelectoPool | None:
         # Overridden: Django reads OPTIONS["pool"] as psycopg_pool arguments and
         # keeps one pool per class; ours has its own options and registry.
         # Django asks for the pool several times per checkout: keep it at hand
@@ -70,7 +70,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         cached = self.__dict__.get("_pool_at_hand")
         name = self.settings_dict["NAME"]
         if cached is not None and cached[0] == registry.version and cached[1] == name:
-            return cached[2]
+            return cast(SelectoPool, cached[2])
         if self.alias == NO_DB_ALIAS or not self.pool_options.enabled:
             return None
         pool = registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
@@ -91,7 +91,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # back in autocommit mode already (see SelectoPool._clean), and
         # psycopg's setter costs a generator round even when nothing changes.
         if self.connection.autocommit != autocommit:
-            super()._set_autocommit(autocommit)
+            super()._set_autocommit(autocommit)  # type: ignore[misc]
 
     def get_connection_params(self) -> dict[str, Any]:
         # Overridden to keep selecto_pool's keys away from libpq. Django also
@@ -150,7 +150,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             else None,
             options=self.pool_options,
             kwargs=kwargs,
-            configure=self._configure_connection,
+            configure=self._configure_connection,  # type: ignore[attr-defined]
             target=self._pool_target(),
         )
         if self.pool_options.control:

@@ -19,7 +19,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
     #: The (query, params) of the last execute(), for last_executed_query().
     executed: tuple[Any, Any] | None = None
 
-    def execute(  # type: ignore[override]
+    def execute(
         self,
         query: Any,
         params: Any = None,
@@ -39,7 +39,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         execution.run(self.connection, attempt, prepare)
         return self
 
-    def executemany(  # type: ignore[override]
+    def executemany(
         self, query: Any, params_seq: Iterable[Any], *, returning: bool = False
     ) -> None:
         """The same decisions as ``execute()``, for the batch's parameter types.

@@ -11,7 +11,10 @@ from .cursor import SelectoCursor
 
 
 class DatabaseOperations(postgresql.DatabaseOperations):
-    def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str | None:
+    # django-stubs say str; Django's own PostgreSQL backend returns None too.
+    def last_executed_query(  # type: ignore[override]
+        self, cursor: Any, sql: str, params: Any
+    ) -> str | None:
         # Overridden: Django shows the SQL psycopg sent, which has $1
         # placeholders when bound server-side. Show what was executed (execute
         # wrappers included) with the values inlined, as the stock cursor's
@@ -20,7 +23,7 @@ class DatabaseOperations(postgresql.DatabaseOperations):
         executed = getattr(raw, "executed", None)
         if isinstance(raw, SelectoCursor) and executed and executed[1] is not None:
             try:
-                return self.compose_sql(*executed)
+                return str(self.compose_sql(*executed))
             except errors.DataError:
                 return None
         return super().last_executed_query(cursor, sql, params)
