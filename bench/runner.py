@@ -80,17 +80,9 @@ class Runner:
         if result is None:
             raise RuntimeError(f"creating the benchmark data failed: {error}")
 
-    def micro(self, config: str) -> dict[str, float]:
-        """Each step of a checkout timed in a worker of ``config``."""
-        spec = {"mode": "micro", "config": config, "pool_size": 4}
-        result, error = self._spawn(spec, "selecto_bench:micro", timeout=300)
-        if result is None:
-            raise RuntimeError(f"timing the checkout steps failed: {error}")
-        return {key: value for key, value in result.items() if key.startswith(" ")}
-
     def ab(self, configs: list[str]) -> dict[str, Any]:
         """Client CPU per operation, ``configs`` as aliases of one worker."""
-        spec = {"mode": "ab", "configs": configs}
+        spec = {"mode": "ab", "configs": configs, "pool_size": 4}
         result, error = self._spawn(spec, "selecto_bench:ab", timeout=1800)
         if result is None:
             raise RuntimeError(f"the side-by-side run failed: {error}")

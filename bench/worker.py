@@ -1,7 +1,8 @@
 """One run in a process of its own: ``python -m bench.worker SPEC_JSON``.
 
 Django's settings are process-wide, so each configuration x workload x
-repetition gets a fresh interpreter. The database URL comes in
+repetition gets a fresh interpreter; so do the data setup and the side-by-side
+run of ``bench.ab`` (``mode`` "setup", "ab"). The database URL comes in
 ``DATABASE_URL`` (never on the command line: it holds a password); the result
 is printed as one JSON line on stdout.
 """
@@ -40,17 +41,20 @@ class ThreadResult:
     first_error: str = ""
 
 
-def configure(spec: dict[str, Any]) -> None:
-    config = CONFIGS[spec["config"]]
+def configure(configs: Sequence[str], app_name: str, pool_size: int) -> None:
+    """Django settings with ``configs`` (names of ``bench.configs.CONFIGS``).
+
+    One configuration is the ``default`` alias. Several (``bench.ab``) are
+    each an alias of its name, and ``default`` is the first one's too.
+    """
     base = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    setup_django(
-        {"default": database(config, base, spec["app_name"], spec["pool_size"])},
-        config.apps,
-    )
-
-
-def setup_django(databases: dict[str, Any], apps: Sequence[str]) -> None:
-    """The settings every worker shares, with these DATABASES and extra apps."""
+    aliases = {
+        name: database(CONFIGS[name], base, app_name, pool_size) for name in configs
+    }
+    databases = {"default": aliases[configs[0]]}
+    if len(configs) > 1:
+        databases.update(aliases)
+    apps = dict.fromkeys(app for name in configs for app in CONFIGS[name].apps)
     settings.configure(
         DATABASES=databases,
         INSTALLED_APPS=[*apps, "testproject.library", "bench"],
@@ -174,14 +178,17 @@ def _cache_delta(spec: dict[str, Any], before: Any) -> dict[str, Any] | None:
     }
 
 
-def shut_down(spec: dict[str, Any]) -> None:
-    """Close the pools, so that the process exits without waiting on them."""
+def shut_down() -> None:
+    """Close every connection and pool, so that the process exits at once."""
     from django.db import connections
 
-    wrapper = connections["default"]
-    if getattr(wrapper, "pool", None) is not None:
-        wrapper.close_pool()
-    if settings.DATABASES["default"]["ENGINE"] == DJ_DB_CONN_POOL:
+    for wrapper in connections.all():
+        wrapper.close()
+        # Django's native pool and selecto_pool's (None for the others).
+        if getattr(wrapper, "pool", None) is not None:
+            wrapper.close_pool()
+    engines = {database["ENGINE"] for database in settings.DATABASES.values()}
+    if DJ_DB_CONN_POOL in engines:
         from dj_db_conn_pool.core import pool_container
 
         pool_container.dispose()
@@ -189,27 +196,20 @@ def shut_down(spec: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
-    if spec["mode"] == "ab":
-        from . import ab
-
-        ab.configure(spec["configs"], spec["app_name"])
-        samples = ab.measure(spec["configs"])
-        ab.shut_down()
-        print(json.dumps({"samples": samples}), flush=True)
-        return 0
-    configure(spec)
+    configs = spec.get("configs") or [spec["config"]]
+    configure(configs, spec["app_name"], spec["pool_size"])
     if spec["mode"] == "setup":
         from . import fixtures
 
         fixtures.create()
         result: dict[str, Any] = {"ok": True}
-    elif spec["mode"] == "micro":
-        from . import micro
+    elif spec["mode"] == "ab":
+        from . import ab
 
-        result = micro.measure()
+        result = {"samples": ab.measure(configs)}
     else:
         result = run(spec)
-    shut_down(spec)
+    shut_down()
     print(json.dumps(result), flush=True)
     return 0
 
