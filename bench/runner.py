@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cpu
 from .configs import CONFIGS
-from .sampler import RunSampler
+from .sampler import RunSampler, Trace, postmaster_of
 from .server import Target
 from .workloads import WORKLOADS
 
@@ -71,7 +70,7 @@ class Runner:
         self.target = target
         self.code_dir = code_dir
         self.excluded: dict[str, str] = {}
-        self.postmaster = cpu.postmaster_of(target.admin_url)
+        self.postmaster = postmaster_of(target.admin_url)
 
     def setup(self) -> None:
         """Create and fill the tables (with the stock backend)."""
@@ -171,7 +170,7 @@ class Runner:
             # selecto_pool's LISTEN connection (see selecto_pool._control)
             # is a server connection of the run too.
             names = [app_name, f"selecto_pool:ctl:{proc.pid}:default"]
-            trace = cpu.Trace(proc.pid, self.postmaster)
+            trace = Trace(proc.pid, self.postmaster)
             with RunSampler(self.target.admin_url, names, trace) as sampler:
                 out, err = proc.communicate(timeout=timeout)
         finally:

@@ -10,8 +10,10 @@ is printed as one JSON line on stdout.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import statistics
 import sys
 import threading
 import time
@@ -74,7 +76,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     have: on a busy machine, opening the pool's first connections can take
     longer than the warmup, which would then eat into the measured window.
     """
-    from . import cycles, stats
+    from . import cycles
     from .workloads import WORKLOADS
 
     workload = WORKLOADS[spec["workload"]]
@@ -140,14 +142,37 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         sampled.set()
     for thread in threads:
         thread.join()
-    summary = stats.summarise_threads(
-        [r.latencies_ns for r in results], spec["duration"]
-    )
+    summary = summarise_threads([r.latencies_ns for r in results], spec["duration"])
     summary["window_ns"] = [window["from_monotonic"], window["to_monotonic"]]
     summary["errors"] = sum(r.errors for r in results)
     summary["first_error"] = next((r.first_error for r in results if r.errors), "")
     summary["cache"] = _cache_delta(spec, marks.get("cache"))
     return summary
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (nan when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(math.ceil(pct / 100 * len(sorted_values)), 1)
+    return sorted_values[rank - 1]
+
+
+def summarise_threads(latencies_ns: list[list[int]], duration: float) -> dict[str, Any]:
+    """Throughput, latency percentiles and fairness of one run."""
+    merged = sorted(value for thread in latencies_ns for value in thread)
+    per_thread = [len(thread) for thread in latencies_ns]
+    busiest = max(per_thread, default=0)
+    return {
+        "requests": len(merged),
+        "throughput": len(merged) / duration,
+        "p50_ms": percentile(merged, 50) / 1e6,
+        "p99_ms": percentile(merged, 99) / 1e6,
+        "mean_ms": statistics.fmean(merged) / 1e6 if merged else math.nan,
+        "per_thread": per_thread,
+        # Least over most work done by a thread: 1.0 is perfectly fair.
+        "fairness": min(per_thread) / busiest if busiest else math.nan,
+    }
 
 
 def _sleep_until(when_ns: int) -> None:
