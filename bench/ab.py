@@ -13,7 +13,8 @@ server's share and waiting are left out. The operations:
   ``DatabaseWrapper.pool``). ``checkout`` less ``pool`` is Django's share;
 - ``three_queries``: the request body of ``bench.cycles``, then the checkin.
 
-Only public API is used, so that it measures any version of selecto_pool.
+Only public API is used, so that it outlives refactorings of selecto_pool's
+internals.
 """
 
 from __future__ import annotations

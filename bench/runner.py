@@ -167,7 +167,7 @@ class Runner:
             text=True,
         )
         try:
-            # selecto_pool's LISTEN connection (see selecto_pool._control)
+            # selecto_pool's LISTEN connection (the `control` option)
             # is a server connection of the run too.
             names = [app_name, f"selecto_pool:ctl:{proc.pid}:default"]
             trace = Trace(proc.pid, self.postmaster)
