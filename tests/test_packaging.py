@@ -62,6 +62,7 @@ settings.configure(
             "PASSWORD": unquote(url.password or ""),
             "HOST": url.hostname or "",
             "PORT": url.port or "",
+            "OPTIONS": {"pool": {"pool_size": 1, "max_overflow": 0}},
         }
     },
     INSTALLED_APPS=["selecto_pool"],
