@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "bench",
         help="benchmarks against Django's own options (see docs/benchmarks.md; "
-        "other arguments: python -m bench's, e.g. --quick)",
+        "other arguments: python -m bench's, e.g. --quick, --ab, "
+        "--profile CONFIG:WORKLOAD)",
     )
     # Further commands get a subparser here and a function above.
     return parser

@@ -1,5 +1,8 @@
 """``python -m bench [--quick]``: run the benchmark, print and save the results.
 
+``--ab`` (client CPU side by side in one process) and ``--profile`` (py-spy)
+measure instead of benchmarking.
+
 ``python3 dev.py bench`` installs what this needs (the ``bench`` extra) first.
 """
 
@@ -24,7 +27,6 @@ RESULTS = ROOT / "bench" / "results"
 DOCS_CHART = ROOT / "docs" / "benchmarks.png"
 FULL = {"reps": 5, "warmup": 0.75, "duration": 2.5}
 QUICK = {"reps": 2, "warmup": 0.2, "duration": 0.8}
-MICRO_PROCESSES = 3
 
 
 def _names(choices: dict[str, Any]) -> Any:
@@ -61,15 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "full run of everything, else next to the JSON)",
     )
     parser.add_argument(
-        "--micro",
-        action="store_true",
-        help="instead of benchmarking, time each step of a checkout (bench.micro)",
-    )
-    parser.add_argument(
         "--ab",
         action="store_true",
-        help="instead of benchmarking, compare client CPU per checkout and per "
-        "request with the configurations as aliases of one process (bench.ab)",
+        help="instead of benchmarking, compare client CPU per checkout (through "
+        "Django, and the pool's own) and per request, with the configurations as "
+        "aliases of one process (bench.ab)",
     )
     parser.add_argument(
         "--profile",
@@ -91,7 +89,7 @@ def main(argv: list[str]) -> int:
         warmup=args.warmup if args.warmup is not None else defaults["warmup"],
         duration=args.duration or defaults["duration"],
     )
-    benchmarking = not (args.micro or args.ab or args.profile)
+    benchmarking = not (args.ab or args.profile)
     if benchmarking and next(schedule(plan), None) is None:
         only = {name: CONFIGS[name].only for name in plan.configs}
         parser.error(
@@ -110,8 +108,6 @@ def main(argv: list[str]) -> int:
             runner = Runner(target, code_dir)
             print("creating the benchmark tables and data...", flush=True)
             runner.setup()
-            if args.micro:
-                return _micro(runner, plan.configs)
             if args.ab:
                 return _ab(runner, plan.configs)
             if args.profile:
@@ -172,23 +168,6 @@ def _intro(plan: Plan, local: bool, meta: dict[str, Any]) -> str:
         f"selecto_pool {meta['selecto_pool_commit']}"
         f"{' + uncommitted changes' if meta['selecto_pool_uncommitted'] else ''})"
     )
-
-
-def _micro(runner: Runner, configs: list[str]) -> int:
-    from . import micro
-
-    if configs == list(CONFIGS):
-        configs = ["persistent", "native", "selecto"]
-    # Interleaved processes, keeping each step's fastest: on a shared or
-    # virtual machine, one process can be 50 % slower than the next.
-    results: dict[str, dict[str, float]] = {config: {} for config in configs}
-    for _ in range(MICRO_PROCESSES):
-        for config in configs:
-            for label, value in runner.micro(config).items():
-                best = results[config].get(label, value)
-                results[config][label] = min(best, value)
-    print(micro.table(results))
-    return 0
 
 
 def _ab(runner: Runner, configs: list[str]) -> int:

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 
 from django.core import signals
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.db.models import Avg, Count
 
 from testproject.library.models import Book, Review
@@ -39,16 +39,20 @@ def request(body: Body, rng: random.Random) -> None:
         signals.request_finished.send(sender=RequestHandler)
 
 
-def three_queries(rng: random.Random) -> None:
-    """A typical view: a primary-key lookup, a join, an aggregate."""
+def three_queries(rng: random.Random, alias: str = DEFAULT_DB_ALIAS) -> None:
+    """A typical view: a primary-key lookup, a join, an aggregate.
+
+    On ``alias``: ``bench.ab`` runs it on each configuration's.
+    """
+    books = Book.objects.db_manager(alias)
     book_id = rng.randint(1, fixtures.BOOKS)
-    Book.objects.get(pk=book_id)
+    books.get(pk=book_id)
     list(
-        Review.objects.select_related("book__author", "book__publisher").filter(
-            book_id=book_id
-        )[:5]
+        Review.objects.db_manager(alias)
+        .select_related("book__author", "book__publisher")
+        .filter(book_id=book_id)[:5]
     )
-    Book.objects.filter(author_id=rng.randint(1, fixtures.AUTHORS)).aggregate(
+    books.filter(author_id=rng.randint(1, fixtures.AUTHORS)).aggregate(
         books=Count("id"), pages=Avg("pages")
     )
 

@@ -7,7 +7,7 @@ its innermost frame in selecto_pool, psycopg, psycopg_pool, Django or the
 bench (standard-library frames go to their caller): that is the "own" time a
 change to that function can save. Sampling is biased towards system calls
 (``os.getpid()``, ``poll()``): read small shares as upper bounds, and
-``python -m bench.micro`` for exact costs per call.
+``python -m bench --ab`` for the CPU cost of a checkout.
 """
 
 from __future__ import annotations

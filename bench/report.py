@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from typing import Any
 
 from .configs import CONFIGS
-from .stats import paired_ratios, spread
 from .workloads import WORKLOADS
 
 METRICS = (
@@ -21,6 +22,36 @@ METRICS = (
     "cache_hit_ratio",
 )
 BASELINES = ("native", "persistent")
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median and min-max of the finite ``values`` (nan when there are none)."""
+    finite = [value for value in values if value is not None and math.isfinite(value)]
+    if not finite:
+        return {"median": math.nan, "min": math.nan, "max": math.nan, "n": 0}
+    return {
+        "median": statistics.median(finite),
+        "min": min(finite),
+        "max": max(finite),
+        "n": len(finite),
+    }
+
+
+def paired_ratios(values: Sequence[float], bases: Sequence[float]) -> list[float]:
+    """``values[i] / bases[i]`` for the repetitions where both exist.
+
+    Runs of one repetition are interleaved, so pairing them cancels most of
+    the machine's drift between repetitions.
+    """
+    return [
+        value / base
+        for value, base in zip(values, bases, strict=True)
+        if value is not None
+        and base is not None
+        and math.isfinite(value)
+        and math.isfinite(base)
+        and base > 0
+    ]
 
 
 def _by_rep(records: list[dict[str, Any]], reps: int, metric: str) -> list[Any]:

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cpu
 from .configs import CONFIGS
-from .sampler import RunSampler
+from .sampler import RunSampler, Trace, postmaster_of
 from .server import Target
 from .workloads import WORKLOADS
 
@@ -71,7 +70,7 @@ class Runner:
         self.target = target
         self.code_dir = code_dir
         self.excluded: dict[str, str] = {}
-        self.postmaster = cpu.postmaster_of(target.admin_url)
+        self.postmaster = postmaster_of(target.admin_url)
 
     def setup(self) -> None:
         """Create and fill the tables (with the stock backend)."""
@@ -80,17 +79,9 @@ class Runner:
         if result is None:
             raise RuntimeError(f"creating the benchmark data failed: {error}")
 
-    def micro(self, config: str) -> dict[str, float]:
-        """Each step of a checkout timed in a worker of ``config``."""
-        spec = {"mode": "micro", "config": config, "pool_size": 4}
-        result, error = self._spawn(spec, "selecto_bench:micro", timeout=300)
-        if result is None:
-            raise RuntimeError(f"timing the checkout steps failed: {error}")
-        return {key: value for key, value in result.items() if key.startswith(" ")}
-
     def ab(self, configs: list[str]) -> dict[str, Any]:
         """Client CPU per operation, ``configs`` as aliases of one worker."""
-        spec = {"mode": "ab", "configs": configs}
+        spec = {"mode": "ab", "configs": configs, "pool_size": 4}
         result, error = self._spawn(spec, "selecto_bench:ab", timeout=1800)
         if result is None:
             raise RuntimeError(f"the side-by-side run failed: {error}")
@@ -176,10 +167,10 @@ class Runner:
             text=True,
         )
         try:
-            # selecto_pool's LISTEN connection (see selecto_pool._control)
+            # selecto_pool's LISTEN connection (the `control` option)
             # is a server connection of the run too.
             names = [app_name, f"selecto_pool:ctl:{proc.pid}:default"]
-            trace = cpu.Trace(proc.pid, self.postmaster)
+            trace = Trace(proc.pid, self.postmaster)
             with RunSampler(self.target.admin_url, names, trace) as sampler:
                 out, err = proc.communicate(timeout=timeout)
         finally:

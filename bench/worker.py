@@ -1,7 +1,8 @@
 """One run in a process of its own: ``python -m bench.worker SPEC_JSON``.
 
 Django's settings are process-wide, so each configuration x workload x
-repetition gets a fresh interpreter. The database URL comes in
+repetition gets a fresh interpreter; so do the data setup and the side-by-side
+run of ``bench.ab`` (``mode`` "setup", "ab"). The database URL comes in
 ``DATABASE_URL`` (never on the command line: it holds a password); the result
 is printed as one JSON line on stdout.
 """
@@ -9,8 +10,10 @@ is printed as one JSON line on stdout.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import statistics
 import sys
 import threading
 import time
@@ -40,17 +43,20 @@ class ThreadResult:
     first_error: str = ""
 
 
-def configure(spec: dict[str, Any]) -> None:
-    config = CONFIGS[spec["config"]]
+def configure(configs: Sequence[str], app_name: str, pool_size: int) -> None:
+    """Django settings with ``configs`` (names of ``bench.configs.CONFIGS``).
+
+    One configuration is the ``default`` alias. Several (``bench.ab``) are
+    each an alias of its name, and ``default`` is the first one's too.
+    """
     base = environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    setup_django(
-        {"default": database(config, base, spec["app_name"], spec["pool_size"])},
-        config.apps,
-    )
-
-
-def setup_django(databases: dict[str, Any], apps: Sequence[str]) -> None:
-    """The settings every worker shares, with these DATABASES and extra apps."""
+    aliases = {
+        name: database(CONFIGS[name], base, app_name, pool_size) for name in configs
+    }
+    databases = {"default": aliases[configs[0]]}
+    if len(configs) > 1:
+        databases.update(aliases)
+    apps = dict.fromkeys(app for name in configs for app in CONFIGS[name].apps)
     settings.configure(
         DATABASES=databases,
         INSTALLED_APPS=[*apps, "testproject.library", "bench"],
@@ -70,7 +76,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     have: on a busy machine, opening the pool's first connections can take
     longer than the warmup, which would then eat into the measured window.
     """
-    from . import cycles, stats
+    from . import cycles
     from .workloads import WORKLOADS
 
     workload = WORKLOADS[spec["workload"]]
@@ -136,14 +142,37 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         sampled.set()
     for thread in threads:
         thread.join()
-    summary = stats.summarise_threads(
-        [r.latencies_ns for r in results], spec["duration"]
-    )
+    summary = summarise_threads([r.latencies_ns for r in results], spec["duration"])
     summary["window_ns"] = [window["from_monotonic"], window["to_monotonic"]]
     summary["errors"] = sum(r.errors for r in results)
     summary["first_error"] = next((r.first_error for r in results if r.errors), "")
     summary["cache"] = _cache_delta(spec, marks.get("cache"))
     return summary
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of already sorted values (nan when empty)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(math.ceil(pct / 100 * len(sorted_values)), 1)
+    return sorted_values[rank - 1]
+
+
+def summarise_threads(latencies_ns: list[list[int]], duration: float) -> dict[str, Any]:
+    """Throughput, latency percentiles and fairness of one run."""
+    merged = sorted(value for thread in latencies_ns for value in thread)
+    per_thread = [len(thread) for thread in latencies_ns]
+    busiest = max(per_thread, default=0)
+    return {
+        "requests": len(merged),
+        "throughput": len(merged) / duration,
+        "p50_ms": percentile(merged, 50) / 1e6,
+        "p99_ms": percentile(merged, 99) / 1e6,
+        "mean_ms": statistics.fmean(merged) / 1e6 if merged else math.nan,
+        "per_thread": per_thread,
+        # Least over most work done by a thread: 1.0 is perfectly fair.
+        "fairness": min(per_thread) / busiest if busiest else math.nan,
+    }
 
 
 def _sleep_until(when_ns: int) -> None:
@@ -174,14 +203,17 @@ def _cache_delta(spec: dict[str, Any], before: Any) -> dict[str, Any] | None:
     }
 
 
-def shut_down(spec: dict[str, Any]) -> None:
-    """Close the pools, so that the process exits without waiting on them."""
+def shut_down() -> None:
+    """Close every connection and pool, so that the process exits at once."""
     from django.db import connections
 
-    wrapper = connections["default"]
-    if getattr(wrapper, "pool", None) is not None:
-        wrapper.close_pool()
-    if settings.DATABASES["default"]["ENGINE"] == DJ_DB_CONN_POOL:
+    for wrapper in connections.all():
+        wrapper.close()
+        # Django's native pool and selecto_pool's (None for the others).
+        if getattr(wrapper, "pool", None) is not None:
+            wrapper.close_pool()
+    engines = {database["ENGINE"] for database in settings.DATABASES.values()}
+    if DJ_DB_CONN_POOL in engines:
         from dj_db_conn_pool.core import pool_container
 
         pool_container.dispose()
@@ -189,27 +221,20 @@ def shut_down(spec: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
-    if spec["mode"] == "ab":
-        from . import ab
-
-        ab.configure(spec["configs"], spec["app_name"])
-        samples = ab.measure(spec["configs"])
-        ab.shut_down()
-        print(json.dumps({"samples": samples}), flush=True)
-        return 0
-    configure(spec)
+    configs = spec.get("configs") or [spec["config"]]
+    configure(configs, spec["app_name"], spec["pool_size"])
     if spec["mode"] == "setup":
         from . import fixtures
 
         fixtures.create()
         result: dict[str, Any] = {"ok": True}
-    elif spec["mode"] == "micro":
-        from . import micro
+    elif spec["mode"] == "ab":
+        from . import ab
 
-        result = micro.measure()
+        result = {"samples": ab.measure(configs)}
     else:
         result = run(spec)
-    shut_down(spec)
+    shut_down()
     print(json.dumps(result), flush=True)
     return 0
 
