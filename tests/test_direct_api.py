@@ -14,7 +14,7 @@ from django.db import connections
 import selecto_pool as sp
 from selecto_pool import CheckoutTimeout, PoolClosed, PoolStartError, SelectoPool
 
-from .conftest import Observer, conninfo_of
+from .support.database import Observer, conninfo_of
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from selecto_pool.backend.base import DatabaseWrapper
 from testproject.library.models import Author
 from testproject.pgserver import LocalPostgres
 
-from .conftest import Observer, run_threads, wrapper_for_settings
+from .support.clients import run_threads
+from .support.database import Observer, wrapper_for_settings
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ from django.db import connections
 from selecto_pool import get_pool
 from testproject.library.models import Author
 
-from .conftest import Observer
+from .support.database import Observer
 
 
 def in_child(write_fd: int, parent_pool_id: int) -> None:

@@ -14,7 +14,8 @@ from django.test import Client, RequestFactory, override_settings
 
 from selecto_pool import get_pool
 from selecto_pool.views import health
-from tests.postgres import spare_server
+
+from .support.postgres import spare_server
 
 TOKEN = "a-long-enough-health-token"
 SECRETS = [

@@ -11,9 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from io import StringIO
-from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
 
 import pytest
 from django.core.management import call_command
@@ -21,29 +19,15 @@ from django.core.management import call_command
 from selecto_pool import get_pool
 from testproject.pgserver import free_port
 
-from .conftest import conninfo_of
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def url_of(alias: str) -> str:
-    info = conninfo_of(alias)
-    return (
-        f"postgres://{info['user']}:{quote(info['password'], safe='')}"
-        f"@{info['host']}:{info['port']}/{info['dbname']}"
-    )
+from .support.database import conninfo_of, url_of
+from .support.processes import ROOT, demo_environment
 
 
 class Processes:
     """A real HTTP server and a worker, both running the demo project."""
 
     def __init__(self, database_url: str):
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "DJANGO_SETTINGS_MODULE": "testproject.settings",
-            "SELECTO_POOL_HEALTH_TOKEN": "",
-        }
+        env = demo_environment(database_url)
         self.port = free_port()
         self.web = subprocess.Popen(
             [
@@ -59,7 +43,7 @@ class Processes:
             stderr=subprocess.DEVNULL,
         )
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "tests.worker"],
+            [sys.executable, "-m", "tests.support.worker"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

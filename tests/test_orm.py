@@ -13,7 +13,8 @@ from django.db.models import Avg, Count
 from selecto_pool import CheckoutTimeout, get_pool
 from testproject.library.models import Author, Book, Publisher, Review
 
-from .conftest import Observer, run_threads
+from .support.clients import run_threads
+from .support.database import Observer
 
 ORM_ALIASES = ["default", "unpooled"]
 

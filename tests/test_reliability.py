@@ -1,7 +1,7 @@
 """Reliability under faults and load, with nothing lost (issue #5).
 
 Real servers only: a restartable ``spare_server``, faults injected by a TCP
-proxy on loopback (``tests/proxy.py``), real gunicorn and exiting processes.
+proxy on loopback (``tests/support/proxy.py``), real gunicorn and exiting processes.
 Every wait is bounded. The figures each test measures are printed (``-s``)
 and quoted in docs/reliability.md.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -20,12 +19,9 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
-import environ
 import psycopg
 import pytest
 from django.core.management import call_command
@@ -33,121 +29,19 @@ from django.db import OperationalError, connections
 
 import selecto_pool as sp
 from selecto_pool import SelectoPool, _metrics
-from selecto_pool.backend.base import DatabaseWrapper
 from testproject.pgserver import LocalPostgres, free_port
 
-from .conftest import Observer, conninfo_of, wrapper_for_settings
-from .proxy import Proxy
-from .test_operations import url_of
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-# -- helpers -------------------------------------------------------------------
-@dataclass
-class Outcome:
-    started: float
-    ended: float
-    ok: bool
-    error: str = ""
-
-
-def run_clients(
-    count: int, op: Callable[[int, int], None], stop: threading.Event
-) -> tuple[list[list[Outcome]], list[threading.Thread]]:
-    """Start ``count`` threads calling ``op(client, n)`` until ``stop`` is set.
-
-    Every call is recorded; a failed one is followed by a 10 ms pause, as a
-    client retrying would.
-    """
-    outcomes: list[list[Outcome]] = [[] for _ in range(count)]
-
-    def loop(client: int) -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            started = time.monotonic()
-            try:
-                op(client, n)
-            except Exception as exc:
-                outcomes[client].append(
-                    Outcome(started, time.monotonic(), False, _describe(exc))
-                )
-                time.sleep(0.01)
-            else:
-                outcomes[client].append(Outcome(started, time.monotonic(), True))
-
-    threads = [threading.Thread(target=loop, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    return outcomes, threads
-
-
-def join_all(threads: list[threading.Thread], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(deadline - time.monotonic(), 0))
-    stuck = [thread.name for thread in threads if thread.is_alive()]
-    assert not stuck, f"{len(stuck)} client thread(s) hang"
-
-
-def _describe(exc: BaseException) -> str:
-    return (
-        f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
-    )
-
-
-def thread_wrappers(
-    settings_dict: dict[str, Any], alias: str, count: int
-) -> list[DatabaseWrapper]:
-    """One ORM wrapper per client thread (all share the alias's pool)."""
-    wrappers = [wrapper_for_settings(settings_dict, alias) for _ in range(count)]
-    for wrapper in wrappers:
-        wrapper.inc_thread_sharing()  # built here, used in the client's thread
-    return wrappers
-
-
-def orm_settings(url: str, application_name: str, **pool: Any) -> dict[str, Any]:
-    return {
-        **environ.Env.db_url_config(url),
-        "ENGINE": "selecto_pool.backend",
-        "OPTIONS": {"application_name": application_name, "pool": pool},
-    }
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``condition()`` held; fails the test after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "condition not met in time"
-        time.sleep(0.005)
-    return time.monotonic() - started
-
-
-def accepting_at(server: LocalPostgres) -> Callable[[], float]:
-    """Poll ``server`` from now on; the returned callable gives when it first
-    accepted a session (monotonic), waiting for that if need be."""
-    accepted: list[float] = []
-
-    def poll() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                psycopg.connect(**server.conninfo(), connect_timeout=2).close()
-            except psycopg.Error:
-                time.sleep(0.005)
-                continue
-            accepted.append(time.monotonic())
-            return
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-
-    def when() -> float:
-        poller.join(60)
-        return accepted[0]
-
-    return when
+from .support.clients import join_all, run_clients, wait_for
+from .support.database import (
+    Observer,
+    conninfo_of,
+    orm_settings,
+    thread_wrappers,
+    wrapper_for_settings,
+)
+from .support.postgres import accepting_at
+from .support.processes import ROOT
+from .support.proxy import Proxy
 
 
 # -- a server restart under load --------------------------------------------------
@@ -650,16 +544,6 @@ def test_max_lifetime_holds_at_checkout_and_while_idle(observer: Observer) -> No
 
 
 # -- processes: gunicorn, interpreter exit -------------------------------------------
-@pytest.fixture
-def demo_env(transactional_db: None) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DATABASE_URL": url_of("default"),
-        "DJANGO_SETTINGS_MODULE": "testproject.settings",
-        "SELECTO_POOL_HEALTH_TOKEN": "",
-    }
-
-
 def get(url: str) -> int:
     with urllib.request.urlopen(url, timeout=10) as reply:
         reply.read()
@@ -762,7 +646,7 @@ def test_exit_waits_for_checked_out_connections_within_exit_timeout(
     url = f"{demo_env['DATABASE_URL']}?exit_timeout={EXIT_TIMEOUT}"
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "tests.exiting", mode],
+            [sys.executable, "-m", "tests.support.exiting", mode],
             cwd=ROOT,
             env={**demo_env, "DATABASE_URL": url},
             capture_output=True,

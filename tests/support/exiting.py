@@ -1,4 +1,4 @@
-"""A process that exits with connections still checked out (tests/test_reliability).
+"""A process that exits with connections still checked out (exit_timeout tests).
 
 Run with DATABASE_URL set (its query string may carry ``exit_timeout``), and
 one argument:
