@@ -28,6 +28,15 @@ from .support.database import orm_settings, thread_wrappers
 from .support.postgres import accepting_at
 from .support.proxy import Proxy
 
+# What a request waits at most for a connection, in the tests below.
+CHECKOUT_TIMEOUT = 1
+# The pool probes an unreachable server every 0.5 s and reconnects the rest at
+# once when a probe connects (docs/reliability.md): clients are served again
+# within that, plus up to 1 s for connecting and waiting for the CPU on a
+# loaded 2-core machine. psycopg_pool's own retries (1, 2, 4... s apart) would
+# often take longer.
+RECOVERY = 0.5 + 1.0
+
 
 # -- a server restart under load ----------------------------------------------------
 @pytest.fixture
@@ -50,7 +59,7 @@ def test_server_restart_under_load_loses_and_duplicates_nothing(
         "reliability-restart",
         pool_size=5,
         max_overflow=5,
-        checkout_timeout=1,
+        checkout_timeout=CHECKOUT_TIMEOUT,
         control=False,
     )
     wrappers = thread_wrappers(settings_dict, "restart", 20)
@@ -87,6 +96,9 @@ def test_server_restart_under_load_loses_and_duplicates_nothing(
         try:
             outcomes, threads = run_clients(20, request, stop)
             time.sleep(1.0)
+            # Every client is served before the outage (asserted below),
+            # however slowly the threads start on a loaded machine.
+            wait_for(lambda: all(any(o.ok for o in r) for r in outcomes), 10)
             down = time.monotonic()
             ledger.stop(mode)
             time.sleep(2.0)
@@ -107,7 +119,7 @@ def test_server_restart_under_load_loses_and_duplicates_nothing(
         assert any(o.ok for o in results if o.ended < down), f"client {client} idle"
         first_ok = min(o.ended for o in results if o.ok and o.ended > up)
         recovery.append(first_ok - up)
-        late_failures = [o for o in results if not o.ok and o.started > up + 1.0]
+        late_failures = [o for o in results if not o.ok and o.started > up + RECOVERY]
         assert not late_failures, late_failures[:3]
     failures = [o for results in outcomes for o in results if not o.ok]
     slowest_failure = max(o.ended - o.started for o in failures)
@@ -117,8 +129,11 @@ def test_server_restart_under_load_loses_and_duplicates_nothing(
         f"{len(failures)} failed requests meanwhile, none slower than "
         f"{slowest_failure:.2f} s; {len(acknowledged)} writes acknowledged"
     )
-    assert max(recovery) < 1.0
-    assert slowest_failure < 1.0 + 0.5, "a request hung during the outage"
+    assert max(recovery) < RECOVERY
+    # checkout_timeout, plus up to 1 s for the CPU on a loaded machine; a
+    # request stuck on a dead socket or a connection attempt would take
+    # connection_timeout (5 s) or longer.
+    assert slowest_failure < CHECKOUT_TIMEOUT + 1.0, "a request hung during the outage"
 
     with psycopg.connect(**ledger.conninfo()) as conn:
         rows = Counter(conn.execute("SELECT writer, seq FROM ledger").fetchall())
@@ -167,7 +182,7 @@ def test_a_dead_server_is_noticed_and_reconnected_without_a_request(
         f"\nhealth: dead connections replaced {noticed:.3f} s after the server "
         f"stopped, the pool full again {refilled:.3f} s after it accepted"
     )
-    assert refilled < 1.0
+    assert refilled < RECOVERY
 
 
 # -- a network cut ------------------------------------------------------------------
@@ -198,7 +213,7 @@ def test_connectivity_cut_fails_fast_and_clearly_then_recovers(
         spare_server,
         pool_size=4,
         max_overflow=0,
-        checkout_timeout=1,
+        checkout_timeout=CHECKOUT_TIMEOUT,
         connection_timeout=2,
     )
 
@@ -211,6 +226,9 @@ def test_connectivity_cut_fails_fast_and_clearly_then_recovers(
         time.sleep(1.0)
         cut = time.monotonic()
         proxy.cut(mode)
+        # Requests started from here on must fail: cut() has closed the
+        # connections through the proxy (which takes a while when loaded).
+        in_place = time.monotonic()
         time.sleep(3.0)
         restored = time.monotonic()
         proxy.restore()
@@ -223,7 +241,7 @@ def test_connectivity_cut_fails_fast_and_clearly_then_recovers(
 
     everything = [o for results in outcomes for o in results]
     failures = [o for o in everything if not o.ok]
-    during = [o for o in everything if o.started > cut + 0.01 and o.ended < restored]
+    during = [o for o in everything if o.started > in_place and o.ended < restored]
     assert during and not any(o.ok for o in during), "the cut let requests through"
     slowest = max(o.ended - o.started for o in failures)
     unclear = [
@@ -240,18 +258,31 @@ def test_connectivity_cut_fails_fast_and_clearly_then_recovers(
         if o.ended < restored and not CLEAR_ERRORS.search(o.error)
     ]
     assert not unclear, unclear
-    assert slowest < 1.0 + 0.3, "a request hung during the cut"
+    # checkout_timeout, plus up to 0.8 s for the CPU on a loaded machine:
+    # still below connection_timeout (2 s), what a request waiting on a
+    # blackholed connection attempt would take.
+    assert slowest < CHECKOUT_TIMEOUT + 0.8, "a request hung during the cut"
     recovery = []
     for results in outcomes:
         recovery.append(min(o.ended for o in results if o.ok and o.ended > restored))
-        assert all(o.ok for o in results if o.started > restored + 1.0)
+        assert all(o.ok for o in results if o.started > restored + RECOVERY)
     kinds = Counter(o.error.partition(":")[0] for o in failures)
     print(
         f"\ncut ({mode}): {len(failures)} failed requests during the 3 s cut "
         f"({dict(kinds)}), the slowest in {slowest:.3f} s; every client "
         f"succeeded again {max(recovery) - restored:.3f} s after the restore"
     )
-    assert max(recovery) - restored < 1.0
+    assert max(recovery) - restored < RECOVERY
+
+
+def running(server: psycopg.Connection[Any], query: str) -> bool:
+    """Whether another session of ``server`` is running ``query``."""
+    row = server.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE state = 'active' AND query = %s AND pid <> pg_backend_pid()",
+        [query],
+    ).fetchone()
+    return row is not None and row[0] > 0
 
 
 def test_connections_dropped_mid_query_fail_at_once_and_are_replaced(
@@ -272,12 +303,18 @@ def test_connections_dropped_mid_query_fail_at_once_and_are_replaced(
 
         worker = threading.Thread(target=long_query)
         worker.start()
-        time.sleep(0.3)
+        # Dropped while it runs, however late the worker gets the CPU.
+        with psycopg.connect(**spare_server.conninfo(), autocommit=True) as server:
+            wait_for(lambda: running(server, "SELECT pg_sleep(5)"), timeout=5)
         dropped = time.monotonic()
         proxy.drop()
         worker.join(5)
         assert isinstance(errors[0], psycopg.OperationalError)
-        assert finished[0] - dropped < 0.5
+        failed_after = finished[0] - dropped
+        print(f"\ndrop: the query failed {failed_after:.3f} s after the drop")
+        # At once, not when the 5 s query would end: up to 1.5 s for the CPU
+        # on a loaded machine.
+        assert failed_after < 1.5
         # The other connection died with it; neither is handed out again.
         assert [sp.execute(pool, "SELECT 1").rows for _ in range(4)] == [[(1,)]] * 4
 
