@@ -195,6 +195,8 @@ def test_a_cancelled_query_leaves_the_connection_usable(
             cursor.execute("SELECT pg_backend_pid()")
             assert cursor.fetchone() == (backend,)
         wrapper.close()
-        assert cancelled_in < 2
+        # Cancelled, not run to its end (pg_sleep(5) takes 5 s); half of that
+        # leaves room for waiting for the CPU on a loaded machine.
+        assert cancelled_in < 5 / 2
     finally:
         wrapper.close_pool()
