@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import environ
 
-from tests.postgres import database_url, spare_server
+from tests.support.postgres import database_url, spare_server
 
 _base = environ.Env.db_url_config(database_url())
 _base["ENGINE"] = "selecto_pool.backend"

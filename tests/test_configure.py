@@ -12,7 +12,7 @@ from django.test import override_settings
 from selecto_pool import PoolOptions, start_pool
 from selecto_pool.backend.base import DatabaseWrapper
 
-from .conftest import wrapper_for_settings
+from .support.database import wrapper_for_settings
 
 SECRET = "hunter2-never-printed"
 

@@ -14,7 +14,9 @@ from django.test import Client, RequestFactory, override_settings
 
 from selecto_pool import get_pool
 from selecto_pool.views import health
-from tests.postgres import spare_server
+
+from .support.clients import wait_for
+from .support.postgres import spare_server
 
 TOKEN = "a-long-enough-health-token"
 SECRETS = [
@@ -76,34 +78,41 @@ def test_503_within_the_probe_timeout_when_the_server_is_down(client: Client) ->
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable"}
     assert response["Retry-After"] == "5"
-    assert elapsed < 0.5 + 0.5
+    # Within probe_timeout, up to 1 s later on a loaded machine; not after the
+    # alias's checkout_timeout or connection_timeout (5 s each).
+    assert elapsed < 0.5 + 1.0
     deadline = time.monotonic() + 10
     while get(client).status_code != 200:
         assert time.monotonic() < deadline, "healthy again once the server is up"
         time.sleep(0.1)
 
 
+# A probe would queue behind the waiting client for probe_timeout (5 s here).
 @override_settings(
-    SELECTO_POOL_HEALTH={"database": "tiny", "max_waiting": 1, "token": TOKEN}
+    SELECTO_POOL_HEALTH={
+        "database": "tiny",
+        "max_waiting": 1,
+        "token": TOKEN,
+        "probe_timeout": 5,
+    }
 )
 def test_503_when_the_pool_is_saturated(client: Client) -> None:
     pool = get_pool("tiny")
     held = [pool.getconn(), pool.getconn()]
-    waiting = threading.Event()
 
     def wait_for_a_connection() -> None:
-        waiting.set()
         # Served as soon as the test gives the held connections back.
-        pool.putconn(pool.getconn(timeout=2))
+        pool.putconn(pool.getconn(timeout=10))
 
     waiter = threading.Thread(target=wait_for_a_connection)
     waiter.start()
     try:
-        waiting.wait()
-        time.sleep(0.05)
+        wait_for(lambda: pool.stats().waiting >= 1, timeout=5)
         started = time.monotonic()
         response = get(client, Authorization=f"Bearer {TOKEN}")
-        assert time.monotonic() - started < 0.5, "a saturated pool isn't probed"
+        # Answered from the pool's stats alone: well within the probe_timeout
+        # a probe would wait, even on a loaded machine.
+        assert time.monotonic() - started < 2, "a saturated pool isn't probed"
     finally:
         for conn in held:
             pool.putconn(conn)

@@ -11,10 +11,10 @@ import pytest
 from django.db import connections
 
 from selecto_pool.backend.base import DatabaseWrapper
-from tests import postgres
 
-from . import pgbouncer
-from .conftest import conninfo_of, run_threads, wrapper_for_settings
+from .support import pgbouncer, postgres
+from .support.clients import run_threads
+from .support.database import conninfo_of, wrapper_for_settings
 
 pytestmark = pytest.mark.skipif(
     not pgbouncer.available(), reason="Debian's pgbouncer package is not installed"

@@ -21,7 +21,7 @@ import selecto_pool as sp
 from selecto_pool.backend.cursor import SelectoCursor
 from testproject.library.models import Author
 
-from .conftest import Observer
+from .support.database import Observer, conninfo_of
 
 
 def server_statements(alias: str) -> list[str]:
@@ -200,8 +200,6 @@ def test_migrate_invalidates_the_caches() -> None:
 
 
 def test_direct_execute_prepares_too(transactional_db: None) -> None:
-    from .conftest import conninfo_of
-
     pool = sp.start_pool(
         conninfo_of("default"),
         pool_size=1,
@@ -280,8 +278,6 @@ def test_a_stale_statement_fails_once_inside_a_transaction(observer: Observer) -
 
 
 def test_a_disabled_cache_prepares_nothing(transactional_db: None) -> None:
-    from .conftest import conninfo_of
-
     pool = sp.start_pool(
         conninfo_of("default"), pool_size=1, prepared_statement_cache_size=0
     )

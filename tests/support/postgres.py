@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
 
 from testproject.pgserver import LocalPostgres
 
@@ -44,3 +49,29 @@ def spare_server() -> LocalPostgres:
 def local_server() -> LocalPostgres | None:
     """The suite's own server, when it started one (not with DATABASE_URL)."""
     return _server
+
+
+def accepting_at(server: LocalPostgres) -> Callable[[], float]:
+    """Poll ``server`` from now on; the returned callable gives when it first
+    accepted a session (monotonic), waiting for that if need be."""
+    accepted: list[float] = []
+
+    def poll() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                psycopg.connect(**server.conninfo(), connect_timeout=2).close()
+            except psycopg.Error:
+                time.sleep(0.005)
+                continue
+            accepted.append(time.monotonic())
+            return
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+
+    def when() -> float:
+        poller.join(60)
+        return accepted[0]
+
+    return when

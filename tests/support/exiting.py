@@ -1,4 +1,4 @@
-"""A process that exits with connections still checked out (tests/test_reliability).
+"""A process that exits with connections still checked out (exit_timeout tests).
 
 Run with DATABASE_URL set (its query string may carry ``exit_timeout``), and
 one argument:
@@ -6,13 +6,17 @@ one argument:
 * ``idle``: an ORM query in the main thread, whose connection is still held;
 * ``held``: and a daemon thread holding a connection it never gives back;
 * ``finishing``: and a daemon thread in a transaction, which commits a row
-  into ``exit_ledger`` 0.5 s after the main thread is done.
+  into ``exit_ledger`` 0.5 s after the main thread began to exit.
 
-It prints the time it begins to exit (``time.time()``, one line) and exits.
+It prints two lines, each a word and a ``time.time()``: ``exiting`` when it
+begins to exit, ``stopped`` when the pools' exit handler has returned (so a
+test can tell the pool's wait from the interpreter's teardown, which takes
+seconds on a loaded machine).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -22,6 +26,9 @@ import django
 
 
 def main(mode: str) -> None:
+    # atexit runs its callbacks last in, first out: registered before any pool
+    # exists, this one runs after the pools' own.
+    atexit.register(lambda: print("stopped", time.time(), flush=True))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
     django.setup()
     from django.db import connection
@@ -32,6 +39,7 @@ def main(mode: str) -> None:
         cursor.execute("SELECT 1")
     pool = get_pool("default")
     ready = threading.Event()
+    exiting = threading.Event()
 
     def hold_forever() -> None:
         pool.getconn()
@@ -44,6 +52,9 @@ def main(mode: str) -> None:
             with conn.transaction():
                 conn.execute("INSERT INTO exit_ledger VALUES ('committed at exit')")
                 ready.set()
+                # 0.5 s after "exiting" was printed, however late this thread
+                # gets the CPU back.
+                exiting.wait(10)
                 time.sleep(0.5)
         finally:
             pool.putconn(conn)
@@ -52,7 +63,8 @@ def main(mode: str) -> None:
         target = hold_forever if mode == "held" else finish_late
         threading.Thread(target=target, daemon=True).start()
         ready.wait(10)
-    print(time.time(), flush=True)
+    print("exiting", time.time(), flush=True)
+    exiting.set()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+"""What the tests share besides fixtures, as psycopg's ``tests/pool/fix_pool.py``.
+
+Fixtures live in ``tests/conftest.py``; every helper they or a test module
+need lives here, so that no test module imports from ``conftest`` or from
+another test module:
+
+* ``database``: reaching the test database around the pool (connection
+  arguments, URLs, an ``Observer``), ORM wrappers built outside ``DATABASES``;
+* ``clients``: client threads, their outcomes, bounded waits;
+* ``postgres``: the servers the session runs against, and when one accepts;
+* ``processes``: running the demo project in processes of its own;
+* ``proxy``: a TCP proxy that injects network faults;
+* ``pgbouncer``: Debian's PgBouncer in front of a server;
+* ``worker`` and ``exiting``: programs those processes run
+  (``python -m tests.support.worker``).
+"""

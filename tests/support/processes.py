@@ -1,0 +1,22 @@
+"""Running the demo project (``testproject``) in processes of its own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository: the working directory of ``manage.py`` and ``python -m``.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_environment(database_url: str) -> dict[str, str]:
+    """The environment of a demo process using ``database_url``.
+
+    The health view shows its details to nobody (no token).
+    """
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "testproject.settings",
+        "SELECTO_POOL_HEALTH_TOKEN": "",
+    }
