@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import database_url
+from tests.support.postgres import database_url
 
 pytestmark = pytest.mark.slow
 
