@@ -17,6 +17,7 @@ import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from ._config.conninfo import connect_arguments
 from ._config.options import build_options
 from ._pool.pool import Connection, SelectoPool
 from ._pool.stats import PoolStats
@@ -78,7 +79,7 @@ def start_pool(
     name = name or f"direct-{next(_direct_pool_numbers)}"
     kwargs = {
         "connect_timeout": pool_options.connection_timeout,
-        **_connect_arguments(config, name),
+        **connect_arguments(config, name),
         "autocommit": True,
     }
     pool = SelectoPool(name=name, options=pool_options, kwargs=kwargs)
@@ -198,34 +199,23 @@ def _resolve(pool: PoolRef) -> SelectoPool:
     )
 
 
-def _connect_arguments(config: Any, name: str) -> dict[str, Any]:
-    """``config`` as psycopg ``connect()`` keyword arguments."""
-    if isinstance(config, Mapping):
-        return dict(config)
-    if not isinstance(config, str):
-        raise TypeError(
-            "start_pool() takes a connection string or URL, or a mapping of "
-            f"psycopg.connect() arguments; got {type(config).__name__}"
-        )
-    try:
-        return psycopg.conninfo.conninfo_to_dict(config)
-    except psycopg.ProgrammingError:
-        # Never echo the connection string: it may hold a password.
-        raise ImproperlyConfigured(
-            f"start_pool({name!r}): invalid connection string"
-        ) from None
-
-
 def _probe(
     connection_class: type[Connection], kwargs: Mapping[str, Any], name: str
 ) -> None:
-    """Connect once before opening, to fail with the server's reason."""
+    """Connect once before opening, to fail with the server's reason.
+
+    The errors are raised outside the except clauses, so that nothing is
+    chained to them: the pool's connection class masks the password in the
+    message it reports, and a ProgrammingError may quote the arguments.
+    """
+    error: Exception
     try:
         connection_class.connect(**kwargs).close()
+        return
     except psycopg.ProgrammingError:
-        # Never echo the connection string: it may hold a password.
-        raise ImproperlyConfigured(
+        error = ImproperlyConfigured(
             f"start_pool({name!r}): invalid connection string or arguments"
-        ) from None
+        )
     except psycopg.OperationalError as exc:
-        raise PoolStartError(f"pool {name!r} cannot connect: {exc}") from None
+        error = PoolStartError(f"pool {name!r} cannot connect: {exc}")
+    raise error

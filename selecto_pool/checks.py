@@ -23,7 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
 from ._config.health import health_settings
-from ._config.options import PoolOptions, resolve_options
+from ._config.options import MAX_CONNECTIONS, PoolOptions, resolve_options
 
 ENGINE = "selecto_pool.backend"
 
@@ -109,10 +109,15 @@ def _is_pooled(alias: str) -> bool:
 
 def _expected_processes() -> int | Error:
     value = getattr(settings, "SELECTO_POOL_EXPECTED_PROCESSES", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    valid = isinstance(value, int) and not isinstance(value, bool)
+    if not valid or not 1 <= value <= MAX_CONNECTIONS:
+        shown = repr(value)
         return Error(
-            f"SELECTO_POOL_EXPECTED_PROCESSES = {value!r} is invalid: expected an "
-            "integer >= 1 (how many processes run the project at once).",
+            f"SELECTO_POOL_EXPECTED_PROCESSES = "
+            f"{shown if len(shown) <= 80 else shown[:77] + '...'} is invalid: "
+            "expected an integer >= 1 (how many processes run the project at "
+            f"once), at most {MAX_CONNECTIONS} (each needs a connection, and no "
+            "server takes more).",
             id="selecto_pool.E005",
         )
     return value

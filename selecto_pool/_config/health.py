@@ -38,6 +38,18 @@ _RULES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "token": ((str, type(None)), "a string of 16+ characters, or None"),
 }
 
+#: The largest value of each key (characters for ``token``), named in the
+#: error a larger one gets; why each: docs/operations.md#selecto_pool_health.
+MAXIMA: dict[str, int | float] = {
+    # A load balancer gives up on a health check long before.
+    "probe_timeout": 300.0,
+    "max_waiting": 1_000_000,
+    # The longest checkout_timeout, a day.
+    "max_wait_ms": 86_400_000.0,
+    "retry_after": 86_400,
+    "token": 4_096,
+}
+
 
 def health_settings() -> HealthSettings:
     """The validated ``SELECTO_POOL_HEALTH`` setting."""
@@ -55,10 +67,11 @@ def health_settings() -> HealthSettings:
             )
         kind, allowed = _RULES[key]
         if not _valid(key, value, kind):
-            shown = "'***'" if key == "token" else repr(value)
+            shown = "'***'" if key == "token" else _shown(value)
+            at_most = f", at most {int(MAXIMA[key])}" if key in MAXIMA else ""
             raise ImproperlyConfigured(
                 f"SELECTO_POOL_HEALTH[{key!r}] = {shown} is invalid: "
-                f"expected {allowed}."
+                f"expected {allowed}{at_most}."
             )
     return HealthSettings(**raw)
 
@@ -66,8 +79,15 @@ def health_settings() -> HealthSettings:
 def _valid(key: str, value: Any, kind: type | tuple[type, ...]) -> bool:
     if isinstance(value, bool) or not isinstance(value, kind):
         return False
+    maximum = MAXIMA.get(key, 0)
     if key == "token":
-        return value is None or (isinstance(value, str) and len(value) >= 16)
+        return value is None or (isinstance(value, str) and 16 <= len(value) <= maximum)
     if isinstance(value, (int, float)):
-        return value > 0
+        # NaN fails both comparisons; inf and huge ints fail the second.
+        return 0 < value <= maximum
     return True
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."

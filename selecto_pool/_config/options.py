@@ -22,9 +22,14 @@ _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
 
 
+def _number(value: float) -> str:
+    """``86400``, not ``86400.0``: how a settings file would spell it."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def _integer(minimum: int) -> tuple[Callable[[Any], int | None], str]:
     def parse(value: Any) -> int | None:
-        if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,30}\s*", value):
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
             return value
@@ -33,18 +38,20 @@ def _integer(minimum: int) -> tuple[Callable[[Any], int | None], str]:
     return parse, f"an integer >= {minimum}"
 
 
-def _seconds() -> tuple[Callable[[Any], float | None], str]:
+def _seconds(minimum: float = 0.0) -> tuple[Callable[[Any], float | None], str]:
     def parse(value: Any) -> float | None:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if is_number and value > 0 and math.isfinite(value):
-            return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        try:
+            seconds = float(value)
+        except (ValueError, OverflowError):  # "soon", or an int beyond floats
+            return None
+        if math.isfinite(seconds) and seconds > 0 and seconds >= minimum:
+            return seconds
         return None
 
+    if minimum:
+        return parse, f"a number of seconds >= {_number(minimum)}"
     return parse, "a number of seconds > 0"
 
 
@@ -122,8 +129,34 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "health_check_interval": _seconds_or_off(),
     "leak_detection_threshold": _seconds_or_off(),
     "exit_timeout": _seconds_or_off(),
+    # The longest wait between two logins the server refused (_conn.outages).
+    "login_retry_max": _seconds(minimum=1.0),
 }
 OPTION_NAMES = frozenset(_PARSERS)
+
+_DAY = 86_400.0
+#: The most connections a PostgreSQL server can take: ``max_connections``
+#: stops at 2^18 - 1 (its MAX_BACKENDS).
+MAX_CONNECTIONS = 262_143
+
+#: The largest value of each numeric option, named in the error a larger one
+#: gets. Generous, but far below what overflows a thread's wait
+#: (``threading.TIMEOUT_MAX``, about 292 years) or a server's limits; why
+#: each: docs/configuration.md#maxima.
+MAXIMA: dict[str, int | float] = {
+    "pool_size": MAX_CONNECTIONS,
+    "max_overflow": MAX_CONNECTIONS,
+    "connection_timeout": 3_600,
+    "checkout_timeout": _DAY,
+    "max_lifetime": 30 * _DAY,
+    "max_idle": 30 * _DAY,
+    "prepared_statement_cache_size": 10_000,
+    "prepare_threshold": 1_000_000,
+    "health_check_interval": _DAY,
+    "leak_detection_threshold": _DAY,
+    "exit_timeout": 3_600.0,
+    "login_retry_max": _DAY,
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +185,9 @@ class PoolOptions:
     leak_detection_threshold: float = 0.0
     #: Seconds checked-out connections get to come back at interpreter exit.
     exit_timeout: float = 2.0
+    #: The cap of the backoff between logins the server refused (PgBouncer's
+    #: ``server_login_retry``).
+    login_retry_max: float = 15.0
     #: The keys somebody set explicitly (as opposed to defaults).
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
@@ -205,11 +241,28 @@ def _apply(
             continue
         parse, allowed = _PARSERS[key]
         value = parse(raw)
-        if value is None:
+        if value is None or _above_maximum(key, value):
             raise ImproperlyConfigured(
-                f"{where}[{key!r}] = {raw!r} is invalid: expected {allowed}."
+                f"{where}[{key!r}] = {_shown(raw)} is invalid: expected "
+                f"{allowed}{_at_most(key)}."
             )
         values[key] = value
+
+
+def _above_maximum(key: str, value: Any) -> bool:
+    maximum = MAXIMA.get(key)
+    return maximum is not None and isinstance(value, (int, float)) and value > maximum
+
+
+def _at_most(key: str) -> str:
+    maximum = MAXIMA.get(key)
+    return "" if maximum is None else f", at most {_number(maximum)}"
+
+
+def _shown(raw: Any) -> str:
+    """``repr(raw)``, cut short: the value may be anything, of any size."""
+    shown = repr(raw)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."
 
 
 # Django's native pool takes psycopg_pool's arguments in OPTIONS["pool"]; three
@@ -238,10 +291,11 @@ def _apply_pool_dict(
         parse, allowed = _integer(1)
         pool_size = values.get("pool_size", PoolOptions.pool_size)
         parsed = parse(max_size)
-        if parsed is None or parsed < pool_size:
+        if parsed is None or not pool_size <= parsed <= MAX_CONNECTIONS:
             raise ImproperlyConfigured(
-                f"{where}['max_size'] = {max_size!r} is invalid: expected {allowed} "
-                f"and >= pool_size/min_size ({pool_size})."
+                f"{where}['max_size'] = {_shown(max_size)} is invalid: expected "
+                f"{allowed} and >= pool_size/min_size ({pool_size}), at most "
+                f"{MAX_CONNECTIONS}."
             )
         values["max_overflow"] = parsed - pool_size
 
@@ -253,6 +307,12 @@ def _check_sizes(values: dict[str, Any], where: str) -> None:
         raise ImproperlyConfigured(
             f"{where}: pool_size {pool_size} + max_overflow {max_overflow} allows no "
             "connection at all; expected a total >= 1."
+        )
+    if pool_size + max_overflow > MAX_CONNECTIONS:
+        raise ImproperlyConfigured(
+            f"{where}: pool_size {pool_size} + max_overflow {max_overflow} is more "
+            f"connections than a PostgreSQL server can take; expected a total <= "
+            f"{MAX_CONNECTIONS} (the largest max_connections)."
         )
 
 

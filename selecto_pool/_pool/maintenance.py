@@ -13,9 +13,16 @@ It does three low-frequency jobs that psycopg_pool does not:
   connection: after an outage of 10 s the next attempt may be 10 s after the
   server came back. The pool hands those retries here instead (its
   ``schedule_task`` override): they are *parked*, and one of them at a time is
-  run every ``PROBE_INTERVAL``. As soon as one succeeds, the others are run at
-  once. So a pool notices a recovered server within ``PROBE_INTERVAL`` while
-  making one connection attempt per probe, not one per missing connection.
+  run when the pool's ``retry_delay()`` says (see ``_conn.outages``): every
+  ``PROBE_INTERVAL`` while the server doesn't answer, backing off to
+  ``login_retry_max`` while it refuses logins. As soon as one succeeds, the
+  others are run at once. So a pool notices a restarted server within
+  ``PROBE_INTERVAL`` while making one connection attempt per probe, not one
+  per missing connection.
+
+The thread never dies of an error: a round that raises is logged and the
+next one is tried after a pause (growing while rounds keep failing), and no
+wait is longer than ``_LONGEST_WAIT``, which a thread's wait can always take.
 
 Why a thread of our own: psycopg_pool's scheduler and task classes are private
 (its ``MaintenanceTask`` subclasses live in its implementation module), and its
@@ -36,15 +43,24 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .._conn.outages import PROBE_INTERVAL
 from .leaks import LeakDetector
 
 logger = logging.getLogger("selecto_pool.pool")
 
-#: Seconds between two connection attempts while the server is unreachable.
-PROBE_INTERVAL = 0.5
-
 # A weak reference to a bound method: called, it gives the method or None.
 WeakCallback = Callable[[], Callable[..., Any] | None]
+
+# The longest single wait: far below threading.TIMEOUT_MAX, and waking up
+# now and then to find nothing due costs nothing.
+_LONGEST_WAIT = 300.0
+# The pause after a round that raised, doubling while rounds keep failing.
+_FIRST_PAUSE = 0.1
+_LONGEST_PAUSE = 30.0
+
+
+def _probe_interval() -> float:
+    return PROBE_INTERVAL * random.uniform(0.8, 1.0)
 
 
 class Maintainer:
@@ -58,10 +74,13 @@ class Maintainer:
         *,
         sweep: WeakCallback,
         run_task: WeakCallback,
+        retry_delay: Callable[[], float] = _probe_interval,
     ):
         self._name = name
         self._sweep = sweep
         self._run_task = run_task
+        #: Seconds before the next reconnect probe (the pool's backoff).
+        self._retry_delay = retry_delay
         self._health_interval = health_check_interval
         self._leaks = leaks
         self._lock = threading.Lock()
@@ -69,6 +88,8 @@ class Maintainer:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        # When each job is next due (monotonic); set when the thread starts.
+        self._next_sweep = self._next_scan = self._next_probe = math.inf
 
     def start(self) -> None:
         """Start the thread (once; ``open()`` may be called on every checkout)."""
@@ -94,7 +115,7 @@ class Maintainer:
         if thread is not None and thread is not threading.current_thread():
             # A probe may be connecting (bounded by connect_timeout); the
             # thread is a daemon, so not waiting for it never blocks exit.
-            thread.join(max(timeout, 0.0))
+            thread.join(min(max(timeout, 0.0), _LONGEST_WAIT))
 
     def park(self, task: Any) -> None:
         """Keep a failed connection attempt until the next probe or recovery."""
@@ -106,45 +127,64 @@ class Maintainer:
 
     # -- the thread ------------------------------------------------------------
     def _run(self) -> None:
-        now = time.monotonic()
-        next_sweep = now + self._health_interval if self._health_interval else math.inf
-        next_scan = now + self._leaks.scan_interval if self._leaks else math.inf
-        next_probe = math.inf
+        """Rounds until stopped; a round that raises is logged, then retried."""
+        scheduled = False
+        failed_rounds = 0
         while True:
-            self._wake.clear()
-            with self._lock:
-                if self._stopping:
-                    return
-                parked = bool(self._parked)
-            now = time.monotonic()
-            if not parked:
-                next_probe = math.inf
-            elif next_probe == math.inf:
-                # Jittered, so that processes restarted together don't probe
-                # in lockstep.
-                next_probe = now + PROBE_INTERVAL * random.uniform(0.8, 1.0)
-            due = min(next_sweep, next_scan, next_probe)
-            if due > now:
-                self._wake.wait(None if due == math.inf else due - now)
-                continue
-            sweep, run_task = self._sweep(), self._run_task()
-            if sweep is None or run_task is None:
-                return  # the pool is gone
             try:
-                if next_probe <= now:
-                    next_probe = math.inf
-                    self._probe(run_task)
-                if next_sweep <= now:
-                    next_sweep = now + self._health_interval
-                    sweep()
-                if self._leaks is not None and next_scan <= now:
-                    next_scan = now + self._leaks.scan_interval
-                    self._leaks.scan()
+                if not scheduled:
+                    self._schedule_jobs()
+                    scheduled = True
+                if not self._round():
+                    return
+                failed_rounds = 0
             except Exception:
                 # Never let the thread die: the next round may well succeed.
-                logger.exception("pool %r: maintenance failed", self._name)
-            finally:
-                del sweep, run_task
+                failed_rounds += 1
+                logger.exception(
+                    "pool %r: maintenance failed (%d time(s) in a row); going on",
+                    self._name,
+                    failed_rounds,
+                )
+                pause = _FIRST_PAUSE * 2.0 ** min(failed_rounds - 1, 16)
+                self._wake.wait(min(pause, _LONGEST_PAUSE))
+
+    def _schedule_jobs(self) -> None:
+        now = time.monotonic()
+        if self._health_interval:
+            self._next_sweep = now + self._health_interval
+        if self._leaks is not None:
+            self._next_scan = now + self._leaks.scan_interval
+
+    def _round(self) -> bool:
+        """Wait for the next job due and run it; False when the thread must end."""
+        self._wake.clear()
+        with self._lock:
+            if self._stopping:
+                return False
+            parked = bool(self._parked)
+        now = time.monotonic()
+        if not parked:
+            self._next_probe = math.inf
+        elif self._next_probe == math.inf:
+            self._next_probe = now + self._retry_delay()
+        due = min(self._next_sweep, self._next_scan, self._next_probe)
+        if due > now:
+            self._wake.wait(min(due - now, _LONGEST_WAIT))
+            return True
+        sweep, run_task = self._sweep(), self._run_task()
+        if sweep is None or run_task is None:
+            return False  # the pool is gone
+        if self._next_probe <= now:
+            self._next_probe = math.inf
+            self._probe(run_task)
+        if self._next_sweep <= now:
+            self._next_sweep = now + self._health_interval
+            sweep()
+        if self._leaks is not None and self._next_scan <= now:
+            self._next_scan = now + self._leaks.scan_interval
+            self._leaks.scan()
+        return True
 
     def _probe(self, run_task: Callable[[Any], None]) -> None:
         """Run one parked attempt here; if it connects, run the others now."""

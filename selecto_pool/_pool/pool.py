@@ -31,10 +31,10 @@ import psycopg_pool
 from psycopg.pq import TransactionStatus
 
 from .. import _compat
-from .._config.options import PoolOptions
+from .._config.options import MAXIMA, PoolOptions
 from .._conn import reset, statements
 from .._conn.liveness import expired, is_alive
-from .._conn.outages import connection_class_for
+from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
 from .leaks import LeakDetector
@@ -55,9 +55,15 @@ TCP_KEEPALIVE_DEFAULTS = {
 }
 
 _VANISHED_BEFORE_STOP = 3
+# The longest wait at checkout or close: longer ones overflow threading's.
+_LONGEST_CHECKOUT = MAXIMA["checkout_timeout"]
 # How long a background look at idle connections waits to take one before
 # giving up (the pool got busy: whoever took the connection checks it anyway).
 _TAKE_IDLE_TIMEOUT = 0.01
+
+
+def _wait_at_most(timeout: float) -> float:
+    return min(timeout, _LONGEST_CHECKOUT) if timeout >= 0 else 0.0  # NaN: 0
 
 
 class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
@@ -83,7 +89,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._born_in = forks.current()
         self.started_at = time.time()
         self._extra_configure = configure
-        connection_class, self._outage = connection_class_for(name)
+        connection_class, self._outage = connection_class_for(
+            name, options.login_retry_max
+        )
         self._close_callbacks: list[Callable[[], None]] = []
         # Set when prepared statements turn out not to survive (see
         # _statements): connections are handed out with preparing off.
@@ -126,6 +134,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self._leaks,
             sweep=weakref.WeakMethod(self.sweep_idle),
             run_task=weakref.WeakMethod(self.run_task),
+            retry_delay=self._outage.retry_delay,
         )
 
     # -- checkout and checkin ---------------------------------------------
@@ -135,6 +144,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self._refuse_if_unusable()
         if timeout is None:
             timeout = self.timeout
+        elif not timeout <= _LONGEST_CHECKOUT:  # NaN too
+            raise ValueError(f"checkout timeout {timeout!r}: at most 86400 s")
         started = time.monotonic()
         self._usage.start_waiting()
         try:
@@ -180,7 +191,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
     # -- lifecycle -----------------------------------------------------------
     def stop(self, timeout: float = 5.0) -> None:
         """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + _wait_at_most(timeout)
         self._draining = True
         still_out = self._usage.wait_for_returns(deadline)
         if still_out:
@@ -225,6 +236,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             return
         for callback in self._close_callbacks:
             callback()
+        timeout = _wait_at_most(timeout)
         self._maintainer.stop(timeout)
         super().close(timeout)
 
@@ -255,6 +267,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
                 "option pgbouncer='transaction')",
                 self.name,
             )
+
+    @property
+    def outage(self) -> OutageLog:
+        """Failed connection attempts and the backoff: whoever else connects
+        with the pool's credentials uses ``connection_class`` (it records and
+        paces attempts) and waits ``outage.retry_delay()`` between them."""
+        return self._outage
 
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""

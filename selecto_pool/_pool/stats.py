@@ -98,7 +98,12 @@ def exhausted_message(stats: PoolStats, timeout: float, outage: OutageLog) -> st
         message += (
             f"; the last {outage.failures} attempt(s) to connect failed, for "
             f"{time.monotonic() - outage.since:.1f} s ({outage.last_error}): "
-            "is the database server reachable?"
+        )
+        message += (
+            "the server refuses the login (credentials, database, connection "
+            f"limits?); next attempt in {outage.retry_delay():.1f} s"
+            if outage.refusing
+            else "is the database server reachable?"
         )
     elif opening > 0 and stats.idle == 0:
         message += (
