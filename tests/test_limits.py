@@ -27,7 +27,7 @@ from selecto_pool._config.health import health_settings
 from selecto_pool._config.options import MAX_CONNECTIONS, MAXIMA, OPTION_NAMES
 from selecto_pool._pool.maintenance import Maintainer
 
-from .conftest import Observer, conninfo_of, wrapper_for_settings
+from .support.database import Observer, conninfo_of, wrapper_for_settings
 
 DAY = 86_400
 

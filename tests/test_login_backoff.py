@@ -25,8 +25,13 @@ from selecto_pool._conn.outages import refused_login
 from selecto_pool.backend.base import DatabaseWrapper
 from testproject.pgserver import LocalPostgres, free_port
 
-from .conftest import wrapper_for_settings
-from .waiting import accepting_at, begin_smart_shutdown, wait_for, wait_until_stopped
+from .support.clients import wait_for
+from .support.database import wrapper_for_settings
+from .support.postgres import (
+    accepting_at,
+    begin_smart_shutdown,
+    wait_until_stopped,
+)
 
 ROLE = "storm"
 RIGHT, WRONG = "the-right-one-7Qx", "rotated-away-3Kd"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from collections.abc import Callable
 import psycopg
 
 from testproject.pgserver import LocalPostgres
+
+from . import clients
 
 _server: LocalPostgres | None = None
 _spare: LocalPostgres | None = None
@@ -75,3 +78,15 @@ def accepting_at(server: LocalPostgres) -> Callable[[], float]:
         return accepted[0]
 
     return when
+
+
+def begin_smart_shutdown(server: LocalPostgres) -> None:
+    """``pg_ctl stop -m smart`` without waiting: while a session stays open,
+    the server answers new ones with 57P03 ("the database system is shutting
+    down") instead of going away."""
+    pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGTERM)
+
+
+def wait_until_stopped(server: LocalPostgres, timeout: float = 30) -> None:
+    clients.wait_for(lambda: not (server.data_dir / "postmaster.pid").exists(), timeout)
