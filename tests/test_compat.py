@@ -497,8 +497,13 @@ def test_check_names_the_library_version_and_what_is_missing(
 def test_check_names_prepare_manager_state_and_prepare_members(
     monkeypatch: pytest.MonkeyPatch, unchecked: None
 ) -> None:
-    # _names is set in PrepareManager.__init__; Prepare is an enum.
-    monkeypatch.setattr(_compat.PrepareManager, "__init__", lambda self: None)
+    # _names is set in PrepareManager.__init__, Prepare is an enum: both are
+    # replaced where check() looks, not for the connections of other pools.
+    class PrepareManager(_compat.PrepareManager):
+        def __init__(self) -> None:
+            pass
+
+    monkeypatch.setattr(_compat, "PrepareManager", PrepareManager)
     monkeypatch.setattr(_compat, "Prepare", enum.IntEnum("Prepare", "NO YES"))
     with pytest.raises(IncompatibleVersion) as raised:
         _compat.check()
