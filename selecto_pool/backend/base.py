@@ -150,7 +150,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             else None,
             options=self.pool_options,
             kwargs=kwargs,
-            configure=self._configure_connection,  # type: ignore[attr-defined]
+            configure=_compat.configure_hook(self),
             target=self._pool_target(),
         )
         if self.pool_options.control:
