@@ -40,7 +40,10 @@ _PREPARE_MANAGER_MEMBERS = (
     "clear",
     "_should_discard",
     "_rotate",
+    "maintain_gen",
+    "key",
     "_names",
+    "_to_flush",
     "prepared_max",
 )
 
@@ -146,7 +149,7 @@ def _django_problems() -> list[str]:
 
 def _has(owner: Any, name: str) -> bool:
     # Instance attributes that PrepareManager sets in __init__.
-    if name in ("_names", "prepared_max") and isinstance(owner, type):
+    if name in ("_names", "_to_flush", "prepared_max") and isinstance(owner, type):
         try:
             return hasattr(owner(), name)
         except Exception:

@@ -33,6 +33,16 @@ def _integer(minimum: int) -> tuple[Callable[[Any], int | None], str]:
     return parse, f"an integer >= {minimum}"
 
 
+def _mebibytes(maximum: int) -> tuple[Callable[[Any], int | None], str]:
+    parse_integer, _ = _integer(1)
+
+    def parse(value: Any) -> int | None:
+        parsed = parse_integer(value)
+        return parsed if parsed is not None and parsed <= maximum else None
+
+    return parse, f"an integer from 1 to {maximum} (MiB)"
+
+
 def _seconds() -> tuple[Callable[[Any], float | None], str]:
     def parse(value: Any) -> float | None:
         if isinstance(value, str):
@@ -113,6 +123,8 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_lifetime": _seconds(),
     "max_idle": _seconds(),
     "prepared_statement_cache_size": _integer(0),
+    # Estimated server memory of each connection's prepared statements.
+    "prepared_statement_cache_mib": _mebibytes(1024),
     "prepare_threshold": _threshold(),
     # Answer `manage.py poolstats`/`clearcache` over LISTEN/NOTIFY (_control).
     "control": _boolean(),
@@ -137,7 +149,10 @@ class PoolOptions:
     checkout_timeout: float = 5.0
     max_lifetime: float = 3600.0
     max_idle: float = 600.0
-    prepared_statement_cache_size: int = 1000
+    #: Prepared statements per connection (psycopg's prepared_max).
+    prepared_statement_cache_size: int = 256
+    #: Their estimated server memory per connection, in MiB.
+    prepared_statement_cache_mib: int = 16
     #: Executions of a statement on a connection before it is prepared
     #: (psycopg's prepare_threshold); None never prepares.
     prepare_threshold: int | None = 5
