@@ -85,6 +85,22 @@ def test_in_lists_keep_server_memory_bounded_with_the_defaults() -> None:
 
 
 @pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_a_statement_failing_at_its_first_prepared_run_leaves_no_copy() -> None:
+    # psycopg forgets such a statement and prepares it afresh (a new name)
+    # the next time: each failure would leave one more on the server.
+    with connections["cached"].cursor() as cursor:
+        for _ in range(8):
+            with pytest.raises(DatabaseError, match="division by zero"):
+                cursor.execute("SELECT 100 / %s AS ratio", [0])
+            cursor.execute("SELECT %s::int AS ok", [1])
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%AS ratio"],
+        )
+        assert cursor.fetchone() == (0,)
+
+
+@pytest.mark.django_db(databases=["cached"], transaction=True)
 def test_remembered_decisions_keep_no_sql_text() -> None:
     padding = " " * 100_000
 
