@@ -83,7 +83,7 @@ class _Decisions:
     """Process-wide decisions per statement signature, bounded in count.
 
     Keys are ints (``signature()``), so an entry's size doesn't depend on
-    the SQL: about 150 bytes, 1.5 MB at most (see
+    the SQL: about 110 bytes, 1.5 MiB for the 10,000 entries at most (see
     docs/prepared-statements.md). Reads are lock-free (a dict lookup);
     writes happen in the first executions of a statement and on its
     decisions only, under the lock.
@@ -105,10 +105,6 @@ class _Decisions:
                 # The oldest first: statements built with ever-new text.
                 self._states.popitem(last=False)
             return state
-
-    def clear(self) -> None:
-        with self._lock:
-            self._states.clear()
 
 
 _decisions = _Decisions()
@@ -303,10 +299,10 @@ def signature(query: str, params: Any) -> int:
 
     Python's hash of them: a fixed size, whatever the SQL, and no cost on
     the hot path (the string's hash is computed once, and any dict lookup
-    of the SQL would compute it). It is SipHash, keyed per process; two
-    statements colliding (about one chance in 10**10 over a million
-    distinct statements) would share decisions, at worst aborting one
-    transaction as a schema change does.
+    of the SQL would compute it). It is SipHash, 64 bits keyed per process:
+    a new statement collides with one of the 10,000 remembered about once
+    in 10**15, and two colliding statements would share decisions, at worst
+    aborting one transaction, as a schema change does.
     """
     return hash((query, _types(params)))
 
