@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg.types.numeric import IntDumper
 
 from .errors import IncompatibleVersion
 
@@ -41,7 +40,10 @@ _PREPARE_MANAGER_MEMBERS = (
     "clear",
     "_should_discard",
     "_rotate",
+    "maintain_gen",
+    "key",
     "_names",
+    "_to_flush",
     "prepared_max",
 )
 
@@ -66,19 +68,6 @@ def set_rowcount(cursor: psycopg.Cursor[Any], rowcount: int) -> None:
     ``rowcount`` is read-only; psycopg's cursors keep it in a slot.
     """
     cursor._rowcount = rowcount
-
-
-_Dumper = TypeVar("_Dumper", bound=type[IntDumper])
-
-
-def never_int2(dumper: _Dumper) -> _Dumper:
-    """Make ``dumper`` (an ``IntDumper`` subclass) type int2-sized ints as int4.
-
-    psycopg's ``IntDumper.upgrade()`` picks the smallest type that fits from
-    private class attributes; no option changes the choice.
-    """
-    dumper._int2_dumper = dumper._int4_dumper  # type: ignore[assignment]
-    return dumper
 
 
 def pool_of(conn: psycopg.Connection[Any]) -> Any:
@@ -146,11 +135,7 @@ def _psycopg_problems() -> list[str]:
         problems.append(f"psycopg {psycopg.__version__}: Prepare.SHOULD/YES")
     problems += [
         f"psycopg {psycopg.__version__}: {owner.__name__}.{name}"
-        for owner, name in (
-            (psycopg.Cursor, "_rowcount"),
-            (IntDumper, "_int2_dumper"),
-            (IntDumper, "_int4_dumper"),
-        )
+        for owner, name in ((psycopg.Cursor, "_rowcount"),)
         if not _has(owner, name)
     ]
     pool_version = psycopg_pool.__version__
@@ -189,7 +174,7 @@ def _django_problems() -> list[str]:
 
 def _has(owner: Any, name: str) -> bool:
     # Instance attributes that PrepareManager sets in __init__.
-    if name in ("_names", "prepared_max") and isinstance(owner, type):
+    if name in ("_names", "_to_flush", "prepared_max") and isinstance(owner, type):
         try:
             return hasattr(owner(), name)
         except Exception:

@@ -30,11 +30,9 @@ from django.db.backends.postgresql import base as postgresql_base
 from django.http import HttpRequest, JsonResponse
 from django.test import Client
 from django.urls import path
-from psycopg.types.numeric import IntDumper
 
 import selecto_pool as sp
 from selecto_pool import _compat
-from selecto_pool._conn import statements
 from selecto_pool._conn.statements import StatementCache
 from selecto_pool.backend.base import DatabaseWrapper
 from selecto_pool.backend.cursor import SelectoCursor
@@ -183,18 +181,6 @@ def test_clear_is_what_psycopg_calls_on_rollback(
     conn.rollback()
     conn.execute("SELECT %s::int", [2])
     assert (cache.misses, cache.hits) == (1, 1)
-
-
-def test_int_dumpers_pick_the_int_type_from_their_int2_attribute(
-    conn: psycopg.Connection[Any],
-) -> None:
-    typeof = "SELECT pg_typeof(%s)::text, pg_typeof(%b)::text"
-    assert conn.execute(typeof, [1, 1]).fetchone() == ("smallint", "smallint")
-    statements.install(conn, cache_size=10, threshold=5)
-    # As SQL literals are: RawSQL("%s + %s", (30000, 30000)) must not overflow.
-    assert conn.execute(typeof, [1, 1]).fetchone() == ("integer", "integer")
-    assert conn.execute("SELECT %s + %s", [30000, 30000]).fetchone() == (60000,)
-    assert conn.execute(typeof, [2**40, 2**40]).fetchone() == ("bigint", "bigint")
 
 
 # -- psycopg: the cursor's rowcount slot (Cursor._rowcount) -------------------
@@ -441,12 +427,12 @@ _CHECKED = [
             "clear",
             "_should_discard",
             "_rotate",
+            "maintain_gen",
+            "key",
             "prepared_max",
         )
     ),
     (_PSYCOPG, psycopg.Cursor, "_rowcount"),
-    (_PSYCOPG, IntDumper, "_int2_dumper"),
-    (_PSYCOPG, IntDumper, "_int4_dumper"),
     (_POOL, psycopg_pool.ConnectionPool, "schedule_task"),
     (_POOL, psycopg_pool.ConnectionPool, "run_task"),
     (_POOL, _compat.AddConnection, "run"),
@@ -508,6 +494,7 @@ def test_check_names_prepare_manager_state_and_prepare_members(
     with pytest.raises(IncompatibleVersion) as raised:
         _compat.check()
     assert f"{_PSYCOPG}: PrepareManager._names" in str(raised.value)
+    assert f"{_PSYCOPG}: PrepareManager._to_flush" in str(raised.value)
     assert f"{_PSYCOPG}: Prepare.SHOULD/YES" in str(raised.value)
 
 

@@ -33,7 +33,8 @@ def test_defaults_follow_the_seed() -> None:
     assert options == PoolOptions()
     assert (options.pool_size, options.max_overflow) == (10, 20)
     assert (options.connection_timeout, options.checkout_timeout) == (5, 5.0)
-    assert options.prepared_statement_cache_size == 1000
+    assert options.prepared_statement_cache_size == 256
+    assert options.prepared_statement_cache_mib == 16
     assert options.max_size == 30
 
 

@@ -120,6 +120,8 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_lifetime": _seconds(),
     "max_idle": _seconds(),
     "prepared_statement_cache_size": _integer(0),
+    # Estimated server memory of each connection's prepared statements.
+    "prepared_statement_cache_mib": _integer(1),
     "prepare_threshold": _threshold(),
     # Answer `manage.py poolstats`/`clearcache` over LISTEN/NOTIFY (_control).
     "control": _boolean(),
@@ -151,6 +153,8 @@ MAXIMA: dict[str, int | float] = {
     "max_lifetime": 30 * _DAY,
     "max_idle": 30 * _DAY,
     "prepared_statement_cache_size": 10_000,
+    # Estimated server memory of one connection's prepared statements.
+    "prepared_statement_cache_mib": 1_024,
     "prepare_threshold": 1_000_000,
     "health_check_interval": _DAY,
     "leak_detection_threshold": _DAY,
@@ -170,7 +174,10 @@ class PoolOptions:
     checkout_timeout: float = 5.0
     max_lifetime: float = 3600.0
     max_idle: float = 600.0
-    prepared_statement_cache_size: int = 1000
+    #: Prepared statements per connection (psycopg's prepared_max).
+    prepared_statement_cache_size: int = 256
+    #: Their estimated server memory per connection, in MiB.
+    prepared_statement_cache_mib: int = 16
     #: Executions of a statement on a connection before it is prepared
     #: (psycopg's prepare_threshold); None never prepares.
     prepare_threshold: int | None = 5

@@ -2,15 +2,22 @@
 
 Django binds parameters client-side (nothing to prepare). The pool's cursors
 bind server-side, but only statements that can be prepared: a single
-SELECT/INSERT/UPDATE/DELETE/WITH with parameters. Everything else (DDL,
-several commands in one string, parameterless SQL) runs exactly as Django's
-stock cursor runs it. So does a statement the server cannot type (``%s + %s``
-with NULLs...): the first time it fails for that reason it re-runs the stock
-way, and the decision is remembered for the process. The first server-side
-run of a statement inside a transaction is guarded by a savepoint, so such a
-failure never aborts the caller's transaction. A statement made stale by a
-schema change ("cached plan must not change result type") is deallocated and
-re-run once when no transaction is open.
+SELECT/INSERT/UPDATE/DELETE/WITH with parameters, at most as many as the
+protocol carries. Everything else (DDL, several commands in one string,
+parameterless SQL, 65,536 parameters or more) runs exactly as Django's stock
+cursor runs it. So does a statement the server cannot type (``%s + %s`` with
+NULLs...): the first time it fails for that reason it re-runs the stock way,
+and the decision is remembered for the process.
+
+A statement runs server-side inside a transaction without a guard only once
+it has run server-side successfully ("verified"); before, a savepoint guards
+it, so that a typing failure never aborts the caller's transaction. When a
+verified statement later fails to type, or its prepared copy is stale ("cached
+plan must not change result type"), the schema changed under it: the
+decision is dropped (and at the second time, the statement runs the stock
+way for good), and every connection deallocates its statements before it
+reuses one. That failure itself aborts its transaction, as nothing can be
+retried there; outside a transaction the statement is re-run at once.
 
 Nothing here knows Django: a cursor describes one run as an ``Attempt`` (its
 signature, the server-side way and the stock way) and ``run()`` decides.
@@ -21,15 +28,17 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq
 
-from .statements import cache_of
+from .statements import cache_of, distrust_prepared
 
 IDLE = pq.TransactionStatus.IDLE
+#: The protocol counts parameters in 16 bits; libpq refuses more, unsent.
+MAX_PARAMETERS = 65_535
 
 # Errors raised while the server parses or types a statement, before running
 # it: the stock (client-side) way may well succeed.
@@ -59,52 +68,64 @@ _PREPARABLE_START = re.compile(
     r"\s*(?:\(\s*)*(?:SELECT|INSERT|UPDATE|DELETE|WITH|VALUES)\b", re.IGNORECASE
 )
 
+_SAVEPOINT = "SAVEPOINT selecto_pool_probe"
+_ROLLBACK_TO = "ROLLBACK TO SAVEPOINT selecto_pool_probe"
+_RELEASE = "RELEASE SAVEPOINT selecto_pool_probe"
+
+# What the process knows of a statement signature, as bits of one int:
+_VERIFIED = 1  # ran server-side without a typing error
+_REJECTED = 2  # can't be typed server-side: runs the stock way
+_RELAPSED = 4  # was verified, then failed to type once (a schema change)
+_ONE_RUN = 8  # executions, counted (up to the threshold) above the flags
+
 
 class _Decisions:
-    """A bounded, thread-safe set of statement signatures (process-wide)."""
+    """Process-wide decisions per statement signature, bounded in count.
+
+    Keys are ints (``signature()``), so an entry's size doesn't depend on
+    the SQL: about 110 bytes, 1.5 MiB for the 10,000 entries at most (see
+    docs/prepared-statements.md). Reads are lock-free (a dict lookup);
+    writes happen in the first executions of a statement and on its
+    decisions only, under the lock.
+    """
 
     def __init__(self, size: int = 10_000):
-        self._items: OrderedDict[Hashable, None] = OrderedDict()
+        self._states: OrderedDict[int, int] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._items
+    def get(self, key: int) -> int:
+        return self._states.get(key, 0)
 
-    def add(self, key: Hashable) -> None:
-        if key in self._items:
-            return  # the common case, without the lock
+    def update(self, key: int, change: Callable[[int], int]) -> int:
         with self._lock:
-            self._items[key] = None
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
+            state = change(self._states.get(key, 0))
+            self._states[key] = state
+            if len(self._states) > self._size:
+                # The oldest first: statements built with ever-new text.
+                self._states.popitem(last=False)
+            return state
 
 
-# Signatures that ran server-side without a typing error, and those that can't.
-_verified = _Decisions()
-_rejected = _Decisions()
-# Executions per signature in this process, up to the threshold (see _hot).
-_executions: dict[Hashable, int] = {}
+_decisions = _Decisions()
 
 
-def _hot(signature: Hashable, threshold: int | None) -> bool | None:
-    """True once a statement ran ``threshold`` times in this process.
+def _counted(threshold: int) -> Callable[[int], int]:
+    return lambda state: state + _ONE_RUN if state // _ONE_RUN < threshold else state
 
-    psycopg counts per connection, and the pool hands connections out in
-    turn, so a statement would run threshold x pool_size times before being
-    prepared everywhere. Counted per process instead, a hot statement is
-    prepared on each connection the first time it runs there.
-    """
-    if threshold is None:
-        return None
-    seen = _executions.get(signature, 0)
-    if seen >= threshold:
-        return True
-    if len(_executions) > 20_000:
-        _executions.clear()  # statements built with varying text; start over
-    # Unlocked: a lost increment only delays preparing by one execution.
-    _executions[signature] = seen + 1
-    return None
+
+def _verified(state: int) -> int:
+    return state | _VERIFIED
+
+
+def _rejected(state: int) -> int:
+    return state | _REJECTED
+
+
+def _relapsed(state: int) -> int:
+    if state & _RELAPSED:
+        return state | _REJECTED  # a second time: the stock way from now on
+    return (state & ~_VERIFIED) | _RELAPSED
 
 
 def is_preparable(query: object) -> bool:
@@ -114,10 +135,25 @@ def is_preparable(query: object) -> bool:
     return ";" not in query.rstrip().rstrip(";")
 
 
+def binds_server_side(query: object, params: Any) -> bool:
+    """Whether ``execute(query, params)`` is worth binding server-side."""
+    return params is not None and is_preparable(query) and not _too_many(params)
+
+
+def batch_binds_server_side(query: object, rows: list[Any]) -> bool:
+    """Whether ``executemany(query, rows)`` is worth binding server-side."""
+    return is_preparable(query) and not any(map(_too_many, rows))
+
+
+def _too_many(params: Any) -> bool:
+    # Objects without a length are psycopg's to refuse, as in the stock way.
+    return hasattr(params, "__len__") and len(params) > MAX_PARAMETERS
+
+
 class Attempt(NamedTuple):
     """One execute() or executemany(): its decision key and the two ways to run it."""
 
-    signature: Hashable
+    signature: int
     #: Bound server-side; takes psycopg's ``prepare`` argument.
     server_side: Callable[[bool | None], object]
     #: The way Django's default cursor runs it.
@@ -128,57 +164,110 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
     """Run ``attempt`` bound server-side, or the stock way if it must.
 
     Falls back for statements the server can't type (the decision is
-    remembered), guards a first run inside a transaction with a
-    savepoint, and reruns a stale statement once outside one.
+    remembered), guards a run inside a transaction with a savepoint until
+    the statement is verified, and recovers from a schema change.
     """
-    key, server_side, _ = attempt
-    if key in _rejected:
+    key = attempt.signature
+    state = _decisions.get(key)
+    if state & _REJECTED:
         return _fall_back(conn, attempt)
     # Without autocommit, psycopg opens the transaction with this very
     # statement: it is in a transaction too.
     in_transaction = not conn.autocommit or (conn.pgconn.transaction_status != IDLE)
     if prepare is None:
-        prepare = _hot(key, conn.prepare_threshold)
-    if in_transaction and key not in _verified:
+        prepare = _hot(key, state, conn.prepare_threshold)
+    if in_transaction and not state & _VERIFIED:
         return _guarded(conn, attempt, prepare)
     try:
-        server_side(prepare)
+        attempt.server_side(prepare)
     except psycopg.Error as exc:
         note_server_error(conn, exc)
-        if in_transaction:
+        if state & _VERIFIED and _retypes(exc):
+            # The schema changed under a statement that typed before.
+            state = _decisions.update(key, _relapsed)
+            distrust_prepared()
+        if in_transaction or not (_retypes(exc) or _is_stale(exc)):
             raise
-        if exc.sqlstate in _NOT_PREPARABLE:
-            _rejected.add(key)
+        # Outside a transaction nothing ran: run it again, afresh.
+        if state & _REJECTED or not _rerun_afresh(conn, attempt, exc):
+            _decisions.update(key, _rejected)
             return _fall_back(conn, attempt)
-        if not _is_stale(exc):
-            raise
-        # Outside a transaction nothing ran: forget every statement of this
-        # connection (psycopg clears its cache on DEALLOCATE ALL), rerun once.
-        conn.execute("DEALLOCATE ALL")
-        server_side(False)
-    _verified.add(key)
+    if not state & _VERIFIED:
+        _decisions.update(key, _verified)
+
+
+def _hot(key: int, state: int, threshold: int | None) -> bool:
+    """True once a statement ran ``threshold`` times in this process.
+
+    psycopg counts per connection, and the pool hands connections out in
+    turn, so a statement would run threshold x pool_size times before being
+    prepared everywhere. Counted per process instead, a hot statement is
+    prepared on each connection the first time it runs there.
+    """
+    if threshold is None:
+        return False
+    if state // _ONE_RUN >= threshold:
+        return True
+    _decisions.update(key, _counted(threshold))
+    return False
 
 
 def _guarded(
     conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None
 ) -> None:
-    """First server-side run inside a transaction: under a savepoint."""
-    conn.execute("SAVEPOINT selecto_pool_probe")
+    """A server-side run inside a transaction, before it is verified."""
+    conn.execute(_SAVEPOINT)
     try:
         attempt.server_side(prepare)
     except psycopg.Error as exc:
         note_server_error(conn, exc)
-        if exc.sqlstate not in _NOT_PREPARABLE:
+        if not (_retypes(exc) or _is_stale(exc)):
             # A real error (constraint, timeout...): the transaction is
             # aborted exactly as with the stock cursor; rolling it back, to
             # Django's savepoint or entirely, drops this savepoint too.
             raise
-        conn.execute("ROLLBACK TO SAVEPOINT selecto_pool_probe")
-        conn.execute("RELEASE SAVEPOINT selecto_pool_probe")
-        _rejected.add(attempt.signature)
-        return _fall_back(conn, attempt)
-    conn.execute("RELEASE SAVEPOINT selecto_pool_probe")
-    _verified.add(attempt.signature)
+        reused = _reused(conn)  # before the next command resets it
+        conn.execute(_ROLLBACK_TO)
+        if not _rerun_afresh(conn, attempt, exc, reused, guarded=True):
+            conn.execute(_RELEASE)
+            _decisions.update(attempt.signature, _rejected)
+            return _fall_back(conn, attempt)
+    conn.execute(_RELEASE)
+    _decisions.update(attempt.signature, _verified)
+
+
+def _rerun_afresh(
+    conn: psycopg.Connection[Any],
+    attempt: Attempt,
+    exc: psycopg.Error,
+    reused: bool | None = None,
+    guarded: bool = False,
+) -> bool:
+    """Rerun a failed server-side run unprepared, if a fresh typing could help.
+
+    It can when the run used a copy prepared earlier on this connection,
+    typed before a schema change, or one the server lost. False when it
+    can't, or when the rerun fails to type too (nothing ran: the savepoint,
+    if ``guarded``, is rolled back).
+    """
+    if reused is None:
+        reused = _reused(conn)
+    if not (reused or _is_stale(exc)):
+        return False
+    if cache := cache_of(conn):
+        # This connection's copies were all typed before; and the server's
+        # statements are not what psycopg thinks if one is missing or taken.
+        cache.invalidate(deallocate_all=_is_stale(exc))
+    try:
+        attempt.server_side(False)
+    except psycopg.Error as again:
+        note_server_error(conn, again)
+        if again.sqlstate not in _NOT_PREPARABLE:
+            raise
+        if guarded:
+            conn.execute(_ROLLBACK_TO)
+        return False
+    return True
 
 
 def _fall_back(conn: psycopg.Connection[Any], attempt: Attempt) -> None:
@@ -204,22 +293,42 @@ def note_server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> None
         cache.invalidate()
 
 
-def signature(query: str, params: Any) -> Hashable:
+def signature(query: str, params: Any) -> int:
     """The statement and the Python types of its parameters (which decide the
-    server-side types, and so whether the server can type the statement)."""
-    return query, _types(params)
+    server-side types, and so whether the server can type the statement).
+
+    Python's hash of them: a fixed size, whatever the SQL, and no cost on
+    the hot path (the string's hash is computed once, and any dict lookup
+    of the SQL would compute it). It is SipHash, 64 bits keyed per process:
+    a new statement collides with one of the 10,000 remembered about once
+    in 10**15, and two colliding statements would share decisions, at worst
+    aborting one transaction, as a schema change does.
+    """
+    return hash((query, _types(params)))
 
 
-def batch_signature(query: str, rows: Iterable[Any]) -> Hashable:
+def batch_signature(query: str, rows: Iterable[Any]) -> int:
     """The statement and every distinct tuple of parameter types of a batch:
     any row can be the one the server can't type."""
-    return query, "executemany", tuple(dict.fromkeys(_types(row) for row in rows))
+    return hash((query, "executemany", tuple(dict.fromkeys(map(_types, rows)))))
 
 
 def _types(params: Any) -> tuple[Any, ...]:
     if isinstance(params, dict):
         return tuple(sorted((k, type(v)) for k, v in params.items()))
-    return tuple(type(param) for param in params)
+    return tuple(map(type, params))
+
+
+def _reused(conn: psycopg.Connection[Any]) -> bool:
+    cache = cache_of(conn)
+    return cache is not None and cache.reused
+
+
+def _retypes(exc: psycopg.Error) -> bool:
+    """A typing error, or a prepared copy typed before a schema change."""
+    return exc.sqlstate in _NOT_PREPARABLE or (
+        exc.sqlstate == "0A000" and _STALE_MESSAGE in str(exc)
+    )
 
 
 def _is_stale(exc: psycopg.Error) -> bool:

@@ -322,6 +322,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             statements.install(
                 conn,
                 cache_size=self.options.prepared_statement_cache_size,
+                cache_bytes=self.options.prepared_statement_cache_mib * 2**20,
                 threshold=self.options.prepare_threshold or 0,
                 on_vanished=self.statements_vanished,
             )

@@ -28,7 +28,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
         binary: bool | None = None,
     ) -> SelectoCursor:
         self.executed = (query, params)
-        if params is None or not execution.is_preparable(query):
+        if not execution.binds_server_side(query, params):
             return self._execute_stock(query, params)
         execute = super().execute
         attempt = Attempt(
@@ -55,7 +55,9 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             # failed row can't be retried without running the others twice.
             super().executemany(query, rows, returning=returning)
             return
-        if not execution.is_preparable(query):
+        if not execution.batch_binds_server_side(query, rows):
+            # Not a single DML statement, or a row has more parameters than
+            # the protocol carries (libpq would refuse it before sending).
             self._executemany_stock(query, rows)
             return
         executemany = super().executemany

@@ -7,7 +7,9 @@ another test module:
 * ``database``: reaching the test database around the pool (connection
   arguments, URLs, an ``Observer``), ORM wrappers built outside ``DATABASES``;
 * ``clients``: client threads, their outcomes, bounded waits;
-* ``postgres``: the servers the session runs against, and when one accepts;
+* ``postgres``: the servers the session runs against, when one accepts,
+  stops or shuts down;
+* ``statements``: every connection of a pool, a backend's server memory;
 * ``processes``: running the demo project in processes of its own;
 * ``proxy``: a TCP proxy that injects network faults;
 * ``pgbouncer``: Debian's PgBouncer in front of a server;

@@ -62,6 +62,15 @@ def wrapper_for_settings(settings_dict: dict[str, Any], alias: str) -> DatabaseW
     return DatabaseWrapper(completed["default"], alias=alias)
 
 
+def wrapper_with_pool(pool: dict[str, Any], alias: str) -> DatabaseWrapper:
+    """A selecto_pool alias outside ``DATABASES``, on the test database."""
+    settings_dict = {
+        **connections["default"].settings_dict,
+        "OPTIONS": {"application_name": f"selecto-{alias}", "pool": pool},
+    }
+    return wrapper_for_settings(settings_dict, alias)
+
+
 def orm_settings(url: str, application_name: str, **pool: Any) -> dict[str, Any]:
     """Settings of a selecto_pool alias on ``url``, with these pool options."""
     return {
