@@ -76,7 +76,7 @@ def _server_statements(conn: psycopg.Connection[Any]) -> int:
 
 
 def _with_cache(conn: psycopg.Connection[Any], **settings: Any) -> StatementCache:
-    cache = StatementCache()
+    cache = StatementCache(max_bytes=16 * 1024 * 1024)
     _compat.set_prepare_manager(conn, cache)
     conn.prepare_threshold = settings.get("threshold", 0)
     conn.prepared_max = settings.get("size", 10)
