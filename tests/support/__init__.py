@@ -8,9 +8,12 @@ another test module:
   arguments, URLs, an ``Observer``), ORM wrappers built outside ``DATABASES``;
 * ``clients``: client threads, their outcomes, bounded waits;
 * ``postgres``: the servers the session runs against, and when one accepts;
-* ``processes``: running the demo project in processes of its own;
+* ``processes``: running the demo project in processes of its own, and
+  finding their children;
 * ``proxy``: a TCP proxy that injects network faults;
 * ``pgbouncer``: Debian's PgBouncer in front of a server;
 * ``worker`` and ``exiting``: programs those processes run
-  (``python -m tests.support.worker``).
+  (``python -m tests.support.worker``);
+* ``celery_app`` and ``celery_settings``: a Celery app needing no service, and
+  the Django settings of its prefork worker.
 """
