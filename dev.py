@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Developer entry point: ``python3 dev.py test [PYTEST ARGS]`` or ``dev.py demo``.
 
-Standard library only, so that a fresh clone needs nothing but Python 3.10+: it
-keeps ``.venv`` up to date with ``pip install -e .[test]`` (``.[test,bench]``
-for ``dev.py bench``) and runs the tool from there.
+Standard library only (``testproject.runstate`` too), so that a fresh clone
+needs nothing but Python 3.10+: it keeps ``.venv`` up to date with
+``pip install -e .[test]`` (``.[test,bench]`` for ``dev.py bench``) and runs
+the tool from there.
 
 ``dev.py test --versions oldest`` and ``--versions newest`` run the suite in
 ``.venv-oldest`` and ``.venv-newest`` instead (see ``COMBINATIONS``).
@@ -12,15 +13,19 @@ for ``dev.py bench``) and runs the tool from there.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from testproject import runstate
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -287,14 +292,54 @@ def _versions_option(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def demo(port: int) -> NoReturn:
-    """Serve the demo project, on an embedded PostgreSQL unless DATABASE_URL is set."""
+    """Serve the demo project, on an embedded PostgreSQL unless DATABASE_URL is set.
+
+    The cluster is kept in ``.pgdata`` (or ``$SELECTO_DEMO_DATA``) across runs;
+    pgserver records the run there, so that ``manage.py`` in a second shell
+    finds its database and a second demo is refused.
+    """
+    url = f"http://127.0.0.1:{port}/"
+    data = runstate.demo_data_dir(ROOT)
+    own_database = not os.environ.get("DATABASE_URL")
+    if own_database and (run := runstate.running(data)) is not None:
+        stop(
+            f"the demo is already running {run.describe()}; "
+            "stop it with Ctrl-C in its terminal"
+        )
+    if problem := cannot_listen(port):
+        stop(f"{problem}: choose another port with --port")
     ensure_venv()
     serve = [PYTHON, "manage.py", "demo", "--port", str(port)]
-    if os.environ.get("DATABASE_URL"):
+    if not own_database:
         replace_with(*serve)
-    # pgserver keeps the cluster in .pgdata across runs and stops it on exit.
-    pgserver = [PYTHON, "-m", "testproject.pgserver", "run", "--data", ".pgdata"]
-    replace_with(*pgserver, "--", *serve)
+    pgserver = [PYTHON, "-m", "testproject.pgserver", "run", "--data", data]
+    replace_with(*pgserver, "--serves", url, "--", *serve)
+
+
+def cannot_listen(port: int) -> str | None:
+    """Why runserver could not listen on 127.0.0.1:``port`` (it binds as here)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} of 127.0.0.1 is in use by another program"
+            return f"cannot listen on 127.0.0.1:{port} ({exc.strerror})"
+    return None
+
+
+def port_number(value: str) -> int:
+    """argparse type: a TCP port."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1 to 65535)")
+    return int(value)
+
+
+def stop(message: str) -> NoReturn:
+    """One line on stderr and exit 1: what went wrong and what to do."""
+    print(f"dev.py: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"{COMBINATIONS['oldest']}; --versions newest: on {COMBINATIONS['newest']}",
     )
     demo_parser = commands.add_parser("demo", help="run the demo site")
-    demo_parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    demo_parser.add_argument(
+        "--port", type=port_number, default=8000, help="default: 8000"
+    )
     commands.add_parser(
         "django-suite",
         help="Django's own tests, stock backend vs selecto_pool (see tools/)",

@@ -23,7 +23,7 @@ from .. import _compat
 from .._compat import pool_of
 from .._config.options import OPTION_NAMES, PoolOptions, resolve_options
 from .._pool.pool import SelectoPool
-from .._process import registry
+from .._process import celery_boundary, registry
 from .._process.control import Responder
 from ..errors import PoolError
 from .creation import DatabaseCreation
@@ -78,7 +78,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         return pool
 
     def close_pool(self) -> None:
-        # Overridden so that closing never creates a pool just to close it.
+        # Overridden so that closing never creates a pool just to close it,
+        # and so that Celery's prefork worker keeps its pool between tasks.
+        if celery_boundary.keeps_pool(self.alias):
+            return
         pool = registry.discard(self.alias)
         if pool is not None:
             pool.close()

@@ -10,9 +10,12 @@ another test module:
 * ``postgres``: the servers the session runs against, when one accepts,
   stops or shuts down;
 * ``statements``: every connection of a pool, a backend's server memory;
-* ``processes``: running the demo project in processes of its own;
+* ``processes``: running the demo project in processes of its own, and
+  finding their children;
 * ``proxy``: a TCP proxy that injects network faults;
 * ``pgbouncer``: Debian's PgBouncer in front of a server;
 * ``worker`` and ``exiting``: programs those processes run
-  (``python -m tests.support.worker``).
+  (``python -m tests.support.worker``);
+* ``celery_app`` and ``celery_settings``: a Celery app needing no service, and
+  the Django settings of its prefork worker.
 """

@@ -20,3 +20,17 @@ def demo_environment(database_url: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
         "SELECTO_POOL_HEALTH_TOKEN": "",
     }
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids of ``pid``'s child processes (Linux: from ``/proc``)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
