@@ -16,6 +16,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 
 from selecto_pool import get_pool
@@ -43,6 +44,9 @@ class Processes:
             "DATABASE_URL": database_url,
             "DJANGO_SETTINGS_MODULE": "testproject.settings",
             "SELECTO_POOL_HEALTH_TOKEN": "",
+            # Processes of one project share their SECRET_KEY: the control
+            # channel only trusts requests and replies signed with it.
+            "SECRET_KEY": settings.SECRET_KEY,
         }
         self.port = free_port()
         self.web = subprocess.Popen(
@@ -187,6 +191,7 @@ def test_poolstats_local_shows_this_process() -> None:
 def test_poolstats_watch_prints_until_interrupted(processes: Processes) -> None:
     env = {**os.environ, "DATABASE_URL": url_of("default")}
     env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    env["SECRET_KEY"] = settings.SECRET_KEY
     command = [sys.executable, "manage.py", "poolstats", "--json", "--watch", "0.2"]
     watch = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True

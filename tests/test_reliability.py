@@ -28,6 +28,7 @@ from typing import Any
 import environ
 import psycopg
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import OperationalError, connections
 
@@ -658,6 +659,8 @@ def demo_env(transactional_db: None) -> dict[str, str]:
         "DATABASE_URL": url_of("default"),
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
         "SELECTO_POOL_HEALTH_TOKEN": "",
+        # poolstats trusts only replies signed with the project's SECRET_KEY.
+        "SECRET_KEY": settings.SECRET_KEY,
     }
 
 
