@@ -242,6 +242,31 @@ def test_unverified_messages_are_logged_once_a_minute(
     assert "garbage" not in dropped[0]  # the sender's text stays out of logs
 
 
+def test_a_flood_is_sat_out_and_the_process_answers_after_it(
+    intruder_info: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from selecto_pool._process import control
+
+    options = {"pool": {"pool_size": 1, "max_overflow": 0}}
+    with (
+        extra_alias("flooded", OPTIONS=options) as alias,
+        caplog.at_level(logging.WARNING, logger="selecto_pool.control"),
+    ):
+        wait_until_answering(alias)
+        info = {**intruder_info, "dbname": conninfo_of(alias)["dbname"]}
+        with psycopg.connect(**info, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_notify('selecto_pool_control', 'flood ' || g) "
+                "FROM generate_series(1, 20000) g"
+            )
+        answer = wait_until_answering(alias, timeout=5)
+        dropped = control.counters()[alias]["rejected"]
+    assert answer["status"] == "ok"
+    assert any("flooded with over" in r.getMessage() for r in caplog.records)
+    # Looked at: at most the budget; the rest dropped unread or never sent.
+    assert 0 < dropped <= 20000
+
+
 def test_a_responder_whose_connection_is_killed_comes_back(
     answering: dict[str, Any], observer: Observer
 ) -> None:

@@ -743,8 +743,8 @@ def test_gunicorn_preload_workers_each_get_their_own_pool(
 
 
 EXIT_TIMEOUT = 2.5
-# After the wait: ~0.25 s to close the pool (its control responder looks up
-# from LISTEN four times a second), ~0.15 s for the interpreter's teardown.
+# After the wait: time to close the pool (its control responder wakes at
+# once when stopped), ~0.15 s for the interpreter's teardown.
 CLOSING = 0.75
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 
@@ -54,6 +55,8 @@ def ask(alias: str, operation: str, timeout: float) -> control_client.Gathered:
     params: dict[str, Any] = wrapper.get_connection_params()
     try:
         return control_client.gather(params, operation, alias=alias, timeout=timeout)
+    except ImproperlyConfigured:
+        raise  # e.g. no SECRET_KEY to sign with: Django's own message says so
     except Exception as exc:
         # Name the failure, not the connection parameters (they hold secrets).
         raise CommandError(

@@ -11,7 +11,8 @@ Any role that can connect may NOTIFY that channel, so the responder answers
 only what ``control_messages`` accepts (signed with the project's
 ``SECRET_KEY``, fresh, never seen before), drops the rest with a log line
 at most once a minute, runs at most one ``clear`` per ``CLEAR_INTERVAL``,
-and looks at no more than ``MAX_MESSAGES_PER_SECOND``. Nothing a message
+and stops listening for the rest of a second in which more than
+``MAX_MESSAGES_PER_SECOND`` arrived. Nothing a message
 does can end its thread: an error is counted and the next message handled;
 a broken connection is replaced.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import selectors
 import socket
 import threading
 import time
@@ -43,13 +45,11 @@ CHANNEL = messages.CHANNEL
 APPLICATION_PREFIX = "selecto_pool:ctl:"
 #: At most one clear per this many seconds; requests meanwhile share the next.
 CLEAR_INTERVAL = 1.0
-#: Messages looked at per second, at most: a flood waits in the server's
-#: queue instead of taking this process's CPU.
+#: Messages looked at per second, at most: beyond, the responder stops
+#: listening until the next second (see _sit_out_flood).
 MAX_MESSAGES_PER_SECOND = 1000
 #: Dropped messages and failed requests are logged at most this often.
 LOG_EVERY = 60.0
-# How often the responder looks up from LISTEN to see whether it must stop.
-_POLL_SECONDS = 0.25
 # Clears waiting for their turn; more are dropped (a loop of clearcache?).
 _MAX_PENDING_CLEARS = 32
 COUNTERS = ("requests", "rejected", "errors", "clears", "restarts")
@@ -92,9 +92,12 @@ class Responder:
         self._replays = messages.ReplayGuard()
         self._pending_clears: list[messages.Request] = []
         self._next_clear = 0.0
-        self._log_gates = {"rejected": _Gate(), "errors": _Gate()}
+        self._log_gates = {"rejected": _Gate(), "errors": _Gate(), "flood": _Gate()}
         # Whether the last session got as far as LISTEN (then retry soon).
         self._listened = False
+        # stop() writes here to wake the thread from its wait.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
 
     def start(self) -> None:
         _live[self.alias] = self
@@ -102,6 +105,8 @@ class Responder:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
         if _live.get(self.alias) is self:
             del _live[self.alias]
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -114,35 +119,75 @@ class Responder:
     def _run(self) -> None:
         """One session after another until stopped: nothing ends the thread."""
         failures = 0
-        while not self._stop.is_set():
-            try:
-                self._session()
-            except psycopg.Error as exc:
-                logger.debug("pool %r control channel: %s", self.alias, exc)
-            except Exception:
-                logger.exception("pool %r control channel failed", self.alias)
-            if self._stop.is_set():
-                return
-            self._counts["restarts"] += 1
-            failures = 1 if self._listened else failures + 1
-            self._stop.wait(reconnect_delay(failures))
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._session()
+                except psycopg.Error as exc:
+                    logger.debug("pool %r control channel: %s", self.alias, exc)
+                except Exception:
+                    logger.exception("pool %r control channel failed", self.alias)
+                if self._stop.is_set():
+                    return
+                self._counts["restarts"] += 1
+                failures = 1 if self._listened else failures + 1
+                self._stop.wait(reconnect_delay(failures))
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _session(self) -> None:
         """Connect, LISTEN, answer until stopped or the connection breaks."""
         self._listened = False
-        with psycopg.connect(**self._kwargs) as conn:
+        with (
+            psycopg.connect(**self._kwargs) as conn,
+            selectors.DefaultSelector() as idle,
+        ):
             conn.execute(f"LISTEN {CHANNEL}")
             self._listened = True
-            budget = _Budget(MAX_MESSAGES_PER_SECOND, self._stop)
+            budget = _Budget(MAX_MESSAGES_PER_SECOND)
+            idle.register(conn.pgconn.socket, selectors.EVENT_READ)
+            idle.register(self._wake_r, selectors.EVENT_READ)
             while not self._stop.is_set():
-                # notifies() holds the connection's lock: collect, then answer.
-                received = list(conn.notifies(timeout=self._wait(), stop_after=1))
+                # What has arrived (notifies() holds the connection's lock:
+                # collect, then answer).
+                received = list(conn.notifies(timeout=0))
+                if not received:
+                    # Until the server writes, stop() wakes us or a clear is
+                    # due: no polling, so an idle responder costs no CPU.
+                    idle.select(self._wait())
                 for notify in received:
-                    budget.spend()
                     with self._contained(conn):
                         self._handle(conn, notify)
+                if budget.spend(len(received)):
+                    self._sit_out_flood(conn, budget)
                 with self._contained(conn):
                     self._clear_if_due(conn)
+
+    def _sit_out_flood(self, conn: psycopg.Connection[Any], budget: _Budget) -> None:
+        """Over MAX_MESSAGES_PER_SECOND: stop listening for the rest of the second.
+
+        A listener that lags holds PostgreSQL's notification queue, which the
+        whole server shares; one that doesn't listen holds nothing, and spends
+        nothing on the flood. Requests sent meanwhile are lost: the commands
+        report this process as silent.
+        """
+        conn.execute(f"UNLISTEN {CHANNEL}")
+        dropped = 0
+        while batch := list(conn.notifies(timeout=0)):  # already on their way
+            dropped += len(batch)
+        self._counts["rejected"] += dropped
+        if (held := self._log_gates["flood"].due()) is not None:
+            logger.warning(
+                "pool %r control channel: flooded with over %d messages a second, "
+                "not listening for the rest of this one (%d more floods since "
+                "the last report)",
+                self.alias,
+                MAX_MESSAGES_PER_SECOND,
+                held,
+            )
+        self._stop.wait(budget.rest())
+        conn.execute(f"LISTEN {CHANNEL}")
 
     @contextlib.contextmanager
     def _contained(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
@@ -223,11 +268,11 @@ class Responder:
         payload = messages.sign_reply(request, answer)
         conn.execute("SELECT pg_notify(%s, %s)", [request.reply_channel, payload])
 
-    def _wait(self) -> float:
-        """How long to LISTEN before looking up (sooner if a clear is due)."""
+    def _wait(self) -> float | None:
+        """How long to sleep without news: until a pending clear is due."""
         if not self._pending_clears:
-            return _POLL_SECONDS
-        return min(_POLL_SECONDS, max(self._next_clear - time.monotonic(), 0.0))
+            return None
+        return max(self._next_clear - time.monotonic(), 0.0)
 
 
 class _Gate:
@@ -249,19 +294,21 @@ class _Gate:
 
 
 class _Budget:
-    """At most ``rate`` messages a second; then wait for the next second."""
+    """Counts messages per second; tells when there were more than ``rate``."""
 
-    def __init__(self, rate: int, stop: threading.Event):
+    def __init__(self, rate: int):
         self._rate = rate
-        self._stop = stop
         self._window = time.monotonic()
         self._spent = 0
 
-    def spend(self) -> None:
+    def spend(self, count: int) -> bool:
+        """Count ``count`` messages; True when this second's are over the rate."""
         now = time.monotonic()
         if now - self._window >= 1.0:
             self._window, self._spent = now, 0
-        self._spent += 1
-        if self._spent > self._rate:
-            self._stop.wait(self._window + 1.0 - now)
-            self._window, self._spent = time.monotonic(), 1
+        self._spent += count
+        return self._spent > self._rate
+
+    def rest(self) -> float:
+        """Seconds left of the current second."""
+        return max(self._window + 1.0 - time.monotonic(), 0.0)
