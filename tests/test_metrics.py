@@ -36,7 +36,7 @@ def big_stats() -> PoolStats:
     return dataclasses.replace(
         stats,
         checkouts=12_345_678,
-        cache_hits=2**53 - 1,
+        connections_replaced=2**53 - 1,
         connections_opened=1_000_001,
         checkout_wait_p99_ms=81.3,
     )
@@ -49,7 +49,7 @@ def test_counters_are_exact() -> None:
     text = metrics.render(metrics.families({"default": big_stats()}, {}))
     found = samples(text)
     assert found["selecto_pool_checkouts_total"][0].value == 12_345_678
-    assert found["selecto_pool_statement_cache_hits_total"][0].value == 2**53 - 1
+    assert found["selecto_pool_connections_replaced_total"][0].value == 2**53 - 1
     assert found["selecto_pool_connections_opened_total"][0].value == 1_000_001
     assert found["selecto_pool_checkout_wait_p99_seconds"][0].value == 0.0813
 

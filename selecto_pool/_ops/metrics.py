@@ -45,11 +45,8 @@ _COUNTERS = {
     "connections_replaced": ("connections_replaced", "Dead connections replaced."),
     "rollbacks_on_return": ("rollbacks_on_return", "Returns rolled back."),
     "leaks": ("leaks", "Connections held past leak_detection_threshold."),
-    "statement_cache_hits": ("cache_hits", "Executions of a prepared statement."),
-    "statement_cache_misses": ("cache_misses", "Statements prepared."),
-    "statement_cache_evictions": ("cache_evictions", "Statements evicted (LRU)."),
-    "statement_cache_invalidations": ("cache_invalidations", "Caches emptied."),
-    "statement_cache_fallbacks": ("cache_fallbacks", "Statements run unprepared."),
+    # Not the statement cache's hits, misses...: sums over the open
+    # connections, they drop when one closes (not counters, see limitations).
 }
 # Milliseconds in PoolStats, seconds in metrics.
 _MILLISECONDS = ("checkout_wait_p50_ms", "checkout_wait_p99_ms")

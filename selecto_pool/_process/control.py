@@ -38,6 +38,7 @@ import psycopg
 from .._pool.pool import TCP_KEEPALIVE_DEFAULTS, SelectoPool
 from ..errors import ControlMessageRejected
 from . import control_messages as messages
+from . import registry
 
 logger = logging.getLogger("selecto_pool.control")
 
@@ -60,7 +61,7 @@ _live: dict[str, Responder] = {}
 
 def counters() -> dict[str, dict[str, int]]:
     """The counters of each running responder of this process, by alias."""
-    return {alias: responder.counters() for alias, responder in _live.items()}
+    return {alias: responder.counters() for alias, responder in dict(_live).items()}
 
 
 def reconnect_delay(failures: int) -> float:
@@ -100,6 +101,8 @@ class Responder:
         self._wake_w.setblocking(False)
 
     def start(self) -> None:
+        # A forked child's responders are its own, not the parent's.
+        registry.on_fork_in_child(_live.clear)
         _live[self.alias] = self
         self._thread.start()
 
@@ -156,11 +159,13 @@ class Responder:
                     # Until the server writes, stop() wakes us or a clear is
                     # due: no polling, so an idle responder costs no CPU.
                     idle.select(self._wait())
-                for notify in received:
+                for index, notify in enumerate(received):
+                    if budget.exceeded():
+                        self._counts["rejected"] += len(received) - index
+                        self._sit_out_flood(conn, budget)
+                        break
                     with self._contained(conn):
                         self._handle(conn, notify)
-                if budget.spend(len(received)):
-                    self._sit_out_flood(conn, budget)
                 with self._contained(conn):
                     self._clear_if_due(conn)
 
@@ -301,12 +306,12 @@ class _Budget:
         self._window = time.monotonic()
         self._spent = 0
 
-    def spend(self, count: int) -> bool:
-        """Count ``count`` messages; True when this second's are over the rate."""
+    def exceeded(self) -> bool:
+        """Count one message; True if it is over this second's ``rate``."""
         now = time.monotonic()
         if now - self._window >= 1.0:
             self._window, self._spent = now, 0
-        self._spent += count
+        self._spent += 1
         return self._spent > self._rate
 
     def rest(self) -> float:
