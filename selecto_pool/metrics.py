@@ -20,8 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # an optional dependency
+    raise ImportError(
+        "selecto_pool.metrics needs prometheus_client: pip install prometheus-client"
+    ) from exc
 
 from ._ops import metrics
 
