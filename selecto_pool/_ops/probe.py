@@ -40,6 +40,9 @@ from ..errors import ProbeTimeout
 MARGIN = 0.1
 # How often to look for an idle connection while every one is busy.
 _IDLE_POLL = 0.005
+# How long after the deadline those who share a probe wait for its leader,
+# which may still be giving its connection back.
+_FOLLOWER_SLACK = 2 * MARGIN
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,13 @@ def probe(alias: str, pool: SelectoPool, config: HealthSettings) -> ProbeResult:
     with _lock:
         current = _flights.get(alias)
         # A flight past its deadline lost its leader (a fork took it away).
-        if current is not None and now <= current.deadline + MARGIN:
+        if current is not None and now <= current.deadline + _FOLLOWER_SLACK:
             flight, leading = current, False
         else:
             flight, leading = _Flight(now + config.probe_timeout), True
             _flights[alias] = flight
     if not leading:
-        flight.done.wait(max(flight.deadline + MARGIN - now, 0.0))
+        flight.done.wait(max(flight.deadline + _FOLLOWER_SLACK - now, 0.0))
         return flight.result or ProbeResult("unavailable", error="ProbeTimeout")
     try:
         flight.result = _probe_once(pool, flight.deadline)
