@@ -90,6 +90,21 @@ def expires_at(conn: psycopg.Connection[Any]) -> float:
         ) from None
 
 
+def take_ready(pool: Any) -> Any:
+    """An idle connection of ``pool``, taken now, or None.
+
+    psycopg_pool's ``getconn()`` queues the caller when no connection is idle
+    and grows the pool for it; ``/health/db`` must do neither (it would queue
+    ahead of the application and open connections that linger for
+    ``max_idle``). Its own critical section, without the queueing.
+    """
+    with pool._lock:
+        conn = pool._get_ready_connection(None)
+    if conn is not None:
+        conn._pool = pool  # as getconn() marks a connection checked out
+    return conn
+
+
 #: The task psycopg_pool schedules to retry a failed connection attempt with
 #: a backoff; the pool hands it to its reconnect probe instead.
 AddConnection: type[Any] = psycopg_pool.pool.AddConnection
@@ -142,6 +157,7 @@ def _psycopg_problems() -> list[str]:
     for owner, name in (
         (psycopg_pool.ConnectionPool, "schedule_task"),
         (psycopg_pool.ConnectionPool, "run_task"),
+        (psycopg_pool.ConnectionPool, "_get_ready_connection"),
         (AddConnection, "run"),
     ):
         if not callable(getattr(owner, name, None)):

@@ -217,6 +217,21 @@ def test_pool_of_is_the_pool_while_checked_out_and_none_when_idle(
     assert _compat.pool_of(pooled) is None
 
 
+def test_take_ready_takes_an_idle_connection_and_never_waits_or_grows(
+    plain_pool: psycopg_pool.ConnectionPool[Any],
+) -> None:
+    plain_pool.open(wait=True)
+    taken = _compat.take_ready(plain_pool)
+    assert taken is not None and _compat.pool_of(taken) is plain_pool
+    assert plain_pool.get_stats()["pool_available"] == 0
+    # None idle: None at once, nobody queued, no connection opened.
+    assert _compat.take_ready(plain_pool) is None
+    stats = plain_pool.get_stats()
+    assert stats["pool_size"] == 1 and stats.get("requests_waiting", 0) == 0
+    plain_pool.putconn(taken)
+    assert plain_pool.get_stats()["pool_available"] == 1
+
+
 def test_expire_at_is_the_max_lifetime_deadline_psycopg_pool_enforces(
     plain_pool: psycopg_pool.ConnectionPool[Any],
 ) -> None:
@@ -435,6 +450,7 @@ _CHECKED = [
     (_PSYCOPG, psycopg.Cursor, "_rowcount"),
     (_POOL, psycopg_pool.ConnectionPool, "schedule_task"),
     (_POOL, psycopg_pool.ConnectionPool, "run_task"),
+    (_POOL, psycopg_pool.ConnectionPool, "_get_ready_connection"),
     (_POOL, _compat.AddConnection, "run"),
     (_DJANGO, BaseDatabaseWrapper, "_set_autocommit"),
     (_DJANGO, BaseDatabaseCreation, "_clone_test_db"),

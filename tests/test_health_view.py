@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.db import connections
 from django.test import Client, RequestFactory, override_settings
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from selecto_pool import get_pool
 from selecto_pool.views import health
@@ -45,8 +46,9 @@ def test_public_callers_see_the_status_only(client: Client) -> None:
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
     assert "no-cache" in response["Cache-Control"]
-    wrong = get(client, Authorization="Bearer not-the-token-at-all")
-    assert wrong.json() == {"status": "ok"}
+    # Other schemes are not ours (a proxy's Basic auth): the status only.
+    basic = get(client, Authorization="Basic dXNlcjpwYXNzd29yZA==")
+    assert basic.json() == {"status": "ok"}
 
 
 @override_settings(SELECTO_POOL_HEALTH={"token": TOKEN})
@@ -131,8 +133,52 @@ def test_openmetrics_for_token_holders_only(client: Client) -> None:
     )
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/openmetrics-text")
-    text = response.content.decode()
-    assert 'selecto_pool_up{alias="default"} 1' in text
-    assert "# TYPE selecto_pool_checkouts counter" in text
-    assert 'selecto_pool_checkouts_total{alias="default"}' in text
-    assert text.endswith("# EOF\n")
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(response.content.decode())
+    }
+    [up] = families["selecto_pool_up"].samples
+    assert up.labels["alias"] == "default" and up.value == 1
+    assert families["selecto_pool_checkouts"].type == "counter"
+
+
+WRONG_TOKENS = [
+    "Bearer not-the-token-at-all",
+    "Bearer " + TOKEN + "x",
+    "Bearer jeton-très-secret-ünïcødé",  # compare_digest refused such str
+    "Bearer \u2603\u2603\u2603\u2603",
+    "Bearer",
+    "bearer   ",
+]
+
+
+@pytest.mark.parametrize("header", WRONG_TOKENS)
+@pytest.mark.parametrize("path", ["/health/db", "/health/db?format=openmetrics"])
+@override_settings(SELECTO_POOL_HEALTH={"token": TOKEN})
+def test_a_wrong_bearer_token_is_refused(
+    client: Client, header: str, path: str
+) -> None:
+    response = get(client, path, Authorization=header)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert "pool" not in response.content.decode()
+
+
+def test_a_bearer_token_without_a_configured_token_is_refused(client: Client) -> None:
+    response = get(client, Authorization=f"Bearer {TOKEN}")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+@override_settings(SELECTO_POOL_HEALTH={"token": TOKEN})
+def test_the_bearer_scheme_is_case_insensitive(client: Client, scheme: str) -> None:
+    body = get(client, Authorization=f"{scheme} {TOKEN}").json()
+    assert body["pool"]["name"] == "default"
+
+
+@override_settings(SELECTO_POOL_HEALTH={"token": "jeton-très-secret-ünïcødé"})
+def test_a_non_ascii_token_as_sent_over_http(transactional_db: None) -> None:
+    """WSGI hands header bytes over as latin-1 text: the token's UTF-8 bytes."""
+    sent = "jeton-très-secret-ünïcødé".encode().decode("latin-1")
+    request = RequestFactory().get("/health/db", HTTP_AUTHORIZATION=f"Bearer {sent}")
+    assert json.loads(health(request).content)["pool"]["name"] == "default"

@@ -74,8 +74,13 @@ def request(wrapper: DatabaseWrapper) -> None:
 
 
 @pytest.mark.slow
+# control: the control connection's attempts go through the same backoff.
+@pytest.mark.parametrize("control", [False, True], ids=["pool", "pool+control"])
 def test_refused_logins_back_off_to_login_retry_max(
-    role: LocalPostgres, django_db_blocker: Any, caplog: pytest.LogCaptureFixture
+    role: LocalPostgres,
+    django_db_blocker: Any,
+    caplog: pytest.LogCaptureFixture,
+    control: bool,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="selecto_pool")
     settings_dict = {
@@ -91,7 +96,7 @@ def test_refused_logins_back_off_to_login_retry_max(
                 "max_overflow": 2,
                 "checkout_timeout": 0.3,
                 "login_retry_max": CAP,
-                "control": False,
+                "control": control,
             }
         },
     }

@@ -170,8 +170,7 @@ def test_poolstats_local_shows_this_process() -> None:
 
 
 def test_poolstats_watch_prints_until_interrupted(processes: Processes) -> None:
-    env = {**os.environ, "DATABASE_URL": url_of("default")}
-    env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    env = demo_environment(url_of("default"))
     command = [sys.executable, "manage.py", "poolstats", "--json", "--watch", "0.2"]
     watch = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 
-from .._process import control
+from .._process import control_client
 
 
 def add_common_arguments(parser: CommandParser) -> None:
@@ -48,14 +49,24 @@ def pooled_aliases(database: str | None) -> list[str]:
     return chosen
 
 
-def ask(alias: str, operation: str, timeout: float) -> control.Gathered:
+def ask(alias: str, operation: str, timeout: float) -> control_client.Gathered:
     """Ask every process with a pool for ``alias`` (over the alias's database)."""
     wrapper = connections[alias]
     params: dict[str, Any] = wrapper.get_connection_params()
     try:
-        return control.gather(params, operation, alias=alias, timeout=timeout)
+        return control_client.gather(params, operation, alias=alias, timeout=timeout)
+    except ImproperlyConfigured:
+        raise  # e.g. no SECRET_KEY to sign with: Django's own message says so
     except Exception as exc:
         # Name the failure, not the connection parameters (they hold secrets).
         raise CommandError(
             f"cannot reach database {alias!r}: {type(exc).__name__}: {exc}"
         ) from None
+
+
+def rejected_note(rejected: int) -> str:
+    """What to tell about replies that could not be verified (stderr)."""
+    return (
+        f"Ignored {rejected} reply(ies) that could not be verified: not signed "
+        "with this project's SECRET_KEY for this request (forged, or broken)."
+    )

@@ -69,8 +69,11 @@ def silent_row(host: str, pid: int | None, alias: str) -> dict[str, Any]:
 def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Sums of the counters; the worst of the wait percentiles."""
     answered = [r for r in rows if r["status"] == "ok"]
-    total: dict[str, Any] = {key: sum(r[key] for r in answered) for key in _SUMMED}
-    total.update({key: max((r[key] for r in answered), default=0.0) for key in _WORST})
+    # A process of another version may lack a field (None): counted as 0.
+    total: dict[str, Any] = {key: sum(r[key] or 0 for r in answered) for key in _SUMMED}
+    total.update(
+        {key: max((r[key] or 0.0 for r in answered), default=0.0) for key in _WORST}
+    )
     lookups = total["cache_hits"] + total["cache_misses"]
     total["cache_hit_ratio"] = (
         round(total["cache_hits"] / lookups, 4) if lookups else 0.0

@@ -6,10 +6,11 @@ import logging
 from typing import Any
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from .._conn.statements import cache_of
-from .._process import control, registry
+from .._process import control_client, registry
 
 logger = logging.getLogger("selecto_pool.statements")
 
@@ -41,7 +42,7 @@ def invalidate_statement_caches(
     if using not in registry.all_pools():
         return
     try:
-        control.broadcast(connections[using].get_connection_params(), "clear")
-    except psycopg.Error as exc:
+        control_client.broadcast(connections[using].get_connection_params(), "clear")
+    except (psycopg.Error, ImproperlyConfigured) as exc:
         # The caches recover statement by statement anyway (see _statements).
         logger.warning("could not ask other processes to clear caches: %s", exc)

@@ -168,6 +168,19 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self._leaks.checked_out(conn)
         return conn
 
+    def getconn_if_idle(self) -> Connection | None:
+        """An idle live connection now, or None: never waits, never grows the pool."""
+        if self._born_in != forks.current() or self._draining:
+            self._refuse_if_unusable()
+        while True:
+            conn: Connection | None = _compat.take_ready(self)
+            if conn is None or self._vet(conn):
+                break
+        if conn is not None:
+            self._usage.start_waiting()
+            self._usage.checked_out(None)
+        return conn
+
     def putconn(self, conn: Connection) -> None:
         """Take a connection back, clean: no transaction, autocommit on."""
         if self._born_in != forks.current():

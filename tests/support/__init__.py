@@ -9,6 +9,8 @@ another test module:
 * ``clients``: client threads, their outcomes, bounded waits;
 * ``postgres``: the servers the session runs against, when one accepts,
   stops or shuts down;
+* ``hostile``: a role with LOGIN and nothing else, aliases added at run time,
+  waiting for this process's control responder;
 * ``statements``: every connection of a pool, a backend's server memory;
 * ``processes``: running the demo project in processes of its own, and
   finding their children;

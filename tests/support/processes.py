@@ -12,13 +12,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def demo_environment(database_url: str) -> dict[str, str]:
     """The environment of a demo process using ``database_url``.
 
-    The health view shows its details to nobody (no token).
+    The health view shows its details to nobody (no token); the process
+    shares the suite's ``SECRET_KEY``, as poolstats trusts only replies
+    signed with the project's key.
     """
+    from django.conf import settings
+
     return {
         **os.environ,
         "DATABASE_URL": database_url,
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
         "SELECTO_POOL_HEALTH_TOKEN": "",
+        "SECRET_KEY": settings.SECRET_KEY,
     }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ..._ops.commands import add_common_arguments, ask, pooled_aliases
+from ..._ops.commands import add_common_arguments, ask, pooled_aliases, rejected_note
 from ..._process import registry
 
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         add_common_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        processes = connections = 0
+        processes = connections = rejected = 0
         silent: list[dict[str, Any]] = []
         for alias in pooled_aliases(options["database"]):
             if options["local"]:
@@ -36,11 +36,15 @@ class Command(BaseCommand):
             processes += len(gathered.answers)
             connections += sum(answer["cleared"] for answer in gathered.answers)
             silent += gathered.silent
+            rejected += gathered.rejected
+        if rejected:
+            self.stderr.write(rejected_note(rejected))
         if options["json"]:
             report = {
                 "processes": processes,
                 "connections": connections,
                 "silent": silent,
+                "rejected_replies": rejected,
             }
             self.stdout.write(json.dumps(report))
             return

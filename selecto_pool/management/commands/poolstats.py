@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._ops import report
-from ..._ops.commands import add_common_arguments, ask, pooled_aliases
+from ..._ops.commands import add_common_arguments, ask, pooled_aliases, rejected_note
 from ..._process import registry
 
 
@@ -35,7 +35,8 @@ class Command(BaseCommand):
             raise CommandError("--watch takes a number of seconds > 0")
         try:
             while True:
-                self._print(self._collect(options), as_json=options["json"])
+                rows, rejected = self._collect(options)
+                self._print(rows, rejected, as_json=options["json"])
                 if options["watch"] is None:
                     return
                 self.stdout.flush()
@@ -43,8 +44,9 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             return  # the way to end --watch
 
-    def _collect(self, options: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
+    def _collect(self, options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """One row per process and alias; how many replies were rejected."""
+        rows, rejected = [], 0
         for alias in pooled_aliases(options["database"]):
             if options["local"]:
                 pool = registry.get(alias)
@@ -55,18 +57,22 @@ class Command(BaseCommand):
                     )
                 continue
             gathered = ask(alias, "stats", options["timeout"])
+            rejected += gathered.rejected
             for answer in gathered.answers:
                 rows.append(
                     report.row(answer["host"], answer["pid"], alias, answer["stats"])
                 )
             for silent in gathered.silent:
                 rows.append(report.silent_row(silent["host"], silent["pid"], alias))
-        return rows
+        return rows, rejected
 
-    def _print(self, rows: list[dict[str, Any]], as_json: bool) -> None:
+    def _print(self, rows: list[dict[str, Any]], rejected: int, as_json: bool) -> None:
         totals = report.totals(rows)
+        if rejected:
+            self.stderr.write(rejected_note(rejected))
         if as_json:
-            self.stdout.write(json.dumps({"processes": rows, "totals": totals}))
+            output = {"processes": rows, "totals": totals, "rejected_replies": rejected}
+            self.stdout.write(json.dumps(output))
         elif not rows:
             self.stdout.write("No process with a selecto_pool pool answered.")
         else:
