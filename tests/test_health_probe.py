@@ -17,10 +17,10 @@ from django.test import Client, override_settings
 
 from selecto_pool import execute, get_pool
 
-from .proxy import Proxy
 from .support.clients import run_threads
 from .support.database import conninfo_of
 from .support.hostile import extra_alias
+from .support.proxy import Proxy
 
 TOKEN = "a-long-enough-health-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
