@@ -38,24 +38,14 @@ from selecto_pool.backend.base import DatabaseWrapper
 from selecto_pool.backend.cursor import SelectoCursor
 from selecto_pool.errors import IncompatibleVersion
 
+from .support.database import conninfo_of
+
 # -- helpers ----------------------------------------------------------------
-
-
-def _conninfo() -> dict[str, Any]:
-    """psycopg arguments for the suite's test database, outside every pool."""
-    settings_dict = connections["default"].settings_dict
-    return {
-        "dbname": settings_dict["NAME"],
-        "user": settings_dict["USER"],
-        "password": settings_dict["PASSWORD"],
-        "host": settings_dict["HOST"],
-        "port": settings_dict["PORT"],
-    }
 
 
 @pytest.fixture
 def conn(django_db_setup: None) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(**_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(**conninfo_of("default"), autocommit=True) as conn:
         yield conn
 
 
@@ -63,7 +53,7 @@ def conn(django_db_setup: None) -> Iterator[psycopg.Connection[Any]]:
 def _maintenance_connection() -> Iterator[psycopg.Connection[Any]]:
     """A connection to the server's ``postgres`` database, not the test one."""
     with psycopg.connect(
-        **{**_conninfo(), "dbname": "postgres"}, autocommit=True
+        **{**conninfo_of("default"), "dbname": "postgres"}, autocommit=True
     ) as conn:
         yield conn
 
@@ -200,7 +190,11 @@ def test_rowcount_slot_is_what_rowcount_returns(conn: psycopg.Connection[Any]) -
 def plain_pool(django_db_setup: None) -> Iterator[psycopg_pool.ConnectionPool[Any]]:
     """psycopg_pool's own pool, as the package subclasses it."""
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
-        kwargs=_conninfo(), min_size=1, max_size=1, max_lifetime=60, open=False
+        kwargs=conninfo_of("default"),
+        min_size=1,
+        max_size=1,
+        max_lifetime=60,
+        open=False,
     )
     yield pool
     pool.close()
@@ -527,7 +521,7 @@ def test_a_pool_does_not_open_with_an_incompatible_psycopg(
 ) -> None:
     monkeypatch.delattr(_compat.PrepareManager, "validate")
     with pytest.raises(IncompatibleVersion, match=f"{_PSYCOPG}: .*validate"):
-        sp.start_pool(_conninfo(), pool_size=1)
+        sp.start_pool(conninfo_of("default"), pool_size=1)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -549,7 +543,7 @@ def test_the_orm_does_not_build_a_pool_with_an_incompatible_django(
 def test_clear_cache_deallocates_idle_connections_without_counting_checkouts(
     django_db_setup: None,
 ) -> None:
-    pool = sp.start_pool(_conninfo(), pool_size=2, max_overflow=0)
+    pool = sp.start_pool(conninfo_of("default"), pool_size=2, max_overflow=0)
     try:
         held = [sp.checkout(pool), sp.checkout(pool)]
         for conn in held:

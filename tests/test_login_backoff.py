@@ -30,6 +30,7 @@ from .support.database import wrapper_for_settings
 from .support.postgres import (
     accepting_at,
     begin_smart_shutdown,
+    login_role,
     wait_until_stopped,
 )
 
@@ -51,17 +52,8 @@ class FailedLogins:
 
 @pytest.fixture
 def role(spare_server: LocalPostgres) -> Iterator[LocalPostgres]:
-    with psycopg.connect(**spare_server.conninfo(), autocommit=True) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
-        conn.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{RIGHT}'")
-    yield spare_server
-    with psycopg.connect(**spare_server.conninfo(), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE usename = %s",
-            [ROLE],
-        )
-        conn.execute(f"DROP ROLE {ROLE}")
+    with login_role(spare_server, ROLE, RIGHT):
+        yield spare_server
 
 
 def request(wrapper: DatabaseWrapper) -> None:
