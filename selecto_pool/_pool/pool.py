@@ -83,6 +83,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._born_in = forks.current()
         self.started_at = time.time()
         self._extra_configure = configure
+        self._cleaner = self._new_cleaner(name, options)
         connection_class, self._outage = connection_class_for(name)
         self._close_callbacks: list[Callable[[], None]] = []
         # Set when prepared statements turn out not to survive (see
@@ -172,7 +173,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:
-            self._clean(conn)
+            if not self.closed:  # else psycopg_pool closes it
+                self._clean(conn, returned=True)
             super().putconn(conn)
         finally:
             self._usage.checked_in()
@@ -327,20 +329,37 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._draining:
             raise PoolClosed(f"pool {self.name!r} is stopping")
 
-    def _clean(self, conn: Connection) -> None:
+    def _new_cleaner(self, name: str, options: PoolOptions) -> reset.Cleaner:
+        # Cleaning gets as long as opening a connection may take: past that,
+        # a new connection is no slower than waiting for this one.
+        return reset.Cleaner(
+            name,
+            reset=options.reset,
+            reconfigure=self._extra_configure,
+            timeout=options.connection_timeout,
+        )
+
+    def _clean(self, conn: Connection, *, returned: bool = False) -> None:
+        """Bring ``conn`` back to a clean idle state, or close it.
+
+        ``returned``: given back by its borrower, so the ``reset`` runs too.
+        """
         status = conn.pgconn.transaction_status
         generation = self._conn_generation.get(conn, -1)
+        resets = returned and self._cleaner.resets
         if (
             status == TransactionStatus.IDLE
             and conn.autocommit
             and generation == self._generation
+            and not resets
+            and not conn.pgconn.pipeline_status
         ):
             return  # the common case: nothing to reset
         if status in reset.IN_TRANSACTION and not conn.closed:
             self._usage.count(usage.ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
         deallocate = generation < self._generation
-        if reset.clean(conn, deallocate=deallocate, pool_name=self.name):
+        if self._cleaner.clean(conn, deallocate=deallocate, reset=resets):
             self._conn_generation[conn] = self._generation
 
     def _vet(self, conn: Connection) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import psycopg
 import psycopg_pool
 from django.conf import settings
 from django.db import connections
@@ -92,6 +93,19 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # psycopg's setter costs a generator round even when nothing changes.
         if self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
+
+    def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
+        # Overridden: Django composes SET ROLE with compose_sql(), i.e. with
+        # a cursor of this wrapper's connection, which for a pooled
+        # connection being configured means checking out another one (a
+        # deadlock with one connection; another thread's wrapper otherwise).
+        # The same statement, composed on the connection being configured.
+        if new_role := self.settings_dict["OPTIONS"].get("assume_role"):
+            sql = psycopg.ClientCursor(connection).mogrify("SET ROLE %s", [new_role])
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+            return True
+        return False
 
     def get_connection_params(self) -> dict[str, Any]:
         # Overridden to keep selecto_pool's keys away from libpq. Django also
