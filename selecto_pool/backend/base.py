@@ -29,6 +29,7 @@ from .._process.control import Responder
 from ..errors import PoolError
 from .creation import DatabaseCreation
 from .cursor import SelectoCursor
+from .features import DatabaseFeatures
 from .operations import DatabaseOperations
 
 
@@ -49,6 +50,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     """A PostgreSQL ``DatabaseWrapper`` whose connections come from the pool."""
 
     creation_class = DatabaseCreation
+    features_class = DatabaseFeatures
     ops_class = DatabaseOperations
 
     @cached_property
