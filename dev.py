@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--port", type=int, default=8000, help="default: 8000")
     commands.add_parser(
         "django-suite",
-        help="Django's own tests, stock backend vs selecto_pool (see tools/)",
+        help="Django's own tests, stock backend vs selecto_pool with no OPTIONS "
+        "and with a pool dict (--config, --options: see tools/django_suite.py)",
     )
     commands.add_parser(
         "bench",
