@@ -134,6 +134,34 @@ def test_the_orm_closing_mid_copy_does_not_hang(observer: Observer) -> None:
         assert cursor.fetchone()[0] != pid
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_iterator_left_open_is_closed_when_its_connection_returns() -> None:
+    """``.iterator()`` outside a transaction declares a cursor WITH HOLD."""
+    settings_dict = {
+        **connections["default"].settings_dict,
+        "OPTIONS": {"pool": {"pool_size": 1, "max_overflow": 0, "control": False}},
+    }
+    wrapper = wrapper_for_settings(settings_dict, "iterator")
+    try:
+        cursor = wrapper.chunked_cursor()  # what .iterator() fetches with
+        cursor.execute("SELECT generate_series(1, 100000)")
+        assert len(cursor.fetchmany(10)) == 10
+        pid = wrapper.connection.info.backend_pid
+        wrapper.close()  # the request ends, the iterator not exhausted
+
+        with wrapper.cursor() as next_borrower:
+            next_borrower.execute("SELECT pg_backend_pid()")
+            assert next_borrower.fetchone()[0] == pid
+            next_borrower.execute("SELECT count(*) FROM pg_cursors")
+            assert next_borrower.fetchone()[0] == 0
+            cursor.close()  # its first owner lets go late: nothing is sent
+            next_borrower.execute("SELECT 1")
+            assert next_borrower.fetchone()[0] == 1
+    finally:
+        wrapper.close()
+        wrapper.close_pool()
+
+
 @pytest.fixture
 def proxy(spare_server: LocalPostgres) -> Iterator[Proxy]:
     with Proxy(spare_server.port) as running:

@@ -12,7 +12,9 @@ psycopg_pool discards it and opens a replacement. No return ever blocks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -83,13 +85,45 @@ class Cleaner:
         self._custom = reset is not None and not isinstance(reset, str)
         self._reconfigure = reconfigure
         self._watchdog = Watchdog(pool_name, timeout)
+        # Named cursors of checked-out connections (see track_cursor).
+        self._cursors: weakref.WeakKeyDictionary[Connection, weakref.WeakSet[Any]]
+        self._cursors = weakref.WeakKeyDictionary()
+        self._cursors_lock = threading.Lock()
 
     @property
     def resets(self) -> bool:
         return self._reset is not None
 
-    def clean(self, conn: Connection, *, deallocate: bool, reset: bool) -> bool:
-        """Roll back, autocommit, reset and deallocate as asked; False if closed."""
+    def track_cursor(self, conn: Connection, cursor: Any) -> None:
+        """Close the named ``cursor`` on return if it is still open.
+
+        A cursor declared WITH HOLD (Django's ``.iterator()`` outside a
+        transaction) outlives the transaction: unpooled, it dies with the
+        connection; pooled, it would be handed on with it, its rows held on
+        the server and its name taken. Closed through psycopg, so that a
+        late ``close()`` by its owner doesn't reach the next borrower.
+        """
+        with self._cursors_lock:
+            self._cursors.setdefault(conn, weakref.WeakSet()).add(cursor)
+
+    def open_cursors(self, conn: Connection) -> list[Any]:
+        """The tracked cursors of ``conn`` still open (no longer tracked)."""
+        if not self._cursors:
+            return []  # the common case, without the lock
+        with self._cursors_lock:
+            cursors = self._cursors.pop(conn, None)
+        return [cursor for cursor in cursors or () if not cursor.closed]
+
+    def clean(
+        self,
+        conn: Connection,
+        *,
+        deallocate: bool,
+        reset: bool,
+        cursors: Sequence[psycopg.ServerCursor[Any]] = (),
+    ) -> bool:
+        """Roll back, autocommit, close ``cursors``, reset and deallocate as
+        asked; False if ``conn`` was closed instead."""
         if conn.closed:
             return False
         if (unrecoverable := _unrecoverable(conn)) is not None:
@@ -99,7 +133,7 @@ class Cleaner:
         too_long = f"cleaning it took longer than {self._watchdog.seconds} s"
         try:
             with self._watchdog.guard(conn) as guard:
-                self._clean(conn, deallocate=deallocate, reset=reset)
+                self._clean(conn, deallocate, reset, cursors)
         except psycopg.Error as exc:
             if guard is not None and guard.fired:
                 why = too_long
@@ -123,11 +157,21 @@ class Cleaner:
             return False
         return True
 
-    def _clean(self, conn: Connection, *, deallocate: bool, reset: bool) -> None:
+    def _clean(
+        self,
+        conn: Connection,
+        deallocate: bool,
+        reset: bool,
+        cursors: Sequence[psycopg.ServerCursor[Any]],
+    ) -> None:
         if conn.pgconn.transaction_status in IN_TRANSACTION:
             conn.rollback()
         if not conn.autocommit:
             conn.autocommit = True
+        for cursor in cursors:
+            # Sends CLOSE for a cursor WITH HOLD (the rollback closed the
+            # others), and marks it closed for its owner.
+            cursor.close()
         if reset and self._reset is not None:
             self._run_reset(conn, self._reset)
         if deallocate:

@@ -83,7 +83,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._born_in = forks.current()
         self.started_at = time.time()
         self._extra_configure = configure
-        self._cleaner = self._new_cleaner(name, options)
+        # Cleaning a returned connection may take as long as opening one.
+        self._cleaner = reset.Cleaner(
+            name,
+            reset=options.reset,
+            reconfigure=configure,
+            timeout=options.connection_timeout,
+        )
         connection_class, self._outage = connection_class_for(name)
         self._close_callbacks: list[Callable[[], None]] = []
         # Set when prepared statements turn out not to survive (see
@@ -258,6 +264,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
                 self.name,
             )
 
+    def track_cursor(self, conn: Connection, cursor: Any) -> None:
+        """Close the named ``cursor`` when ``conn`` is returned, if still open."""
+        self._cleaner.track_cursor(conn, cursor)
+
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""
         self._close_callbacks.append(callback)
@@ -329,29 +339,18 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._draining:
             raise PoolClosed(f"pool {self.name!r} is stopping")
 
-    def _new_cleaner(self, name: str, options: PoolOptions) -> reset.Cleaner:
-        # Cleaning gets as long as opening a connection may take: past that,
-        # a new connection is no slower than waiting for this one.
-        return reset.Cleaner(
-            name,
-            reset=options.reset,
-            reconfigure=self._extra_configure,
-            timeout=options.connection_timeout,
-        )
-
     def _clean(self, conn: Connection, *, returned: bool = False) -> None:
-        """Bring ``conn`` back to a clean idle state, or close it.
-
-        ``returned``: given back by its borrower, so the ``reset`` runs too.
-        """
+        """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
         status = conn.pgconn.transaction_status
         generation = self._conn_generation.get(conn, -1)
         resets = returned and self._cleaner.resets
+        cursors = self._cleaner.open_cursors(conn) if returned else []
         if (
             status == TransactionStatus.IDLE
             and conn.autocommit
             and generation == self._generation
             and not resets
+            and not cursors
             and not conn.pgconn.pipeline_status
         ):
             return  # the common case: nothing to reset
@@ -359,7 +358,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self._usage.count(usage.ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
         deallocate = generation < self._generation
-        if self._cleaner.clean(conn, deallocate=deallocate, reset=resets):
+        if self._cleaner.clean(
+            conn, deallocate=deallocate, reset=resets, cursors=cursors
+        ):
             self._conn_generation[conn] = self._generation
 
     def _vet(self, conn: Connection) -> bool:

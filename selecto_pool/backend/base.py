@@ -96,6 +96,15 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
 
+    def create_cursor(self, name: str | None = None) -> Any:
+        cursor = super().create_cursor(name)
+        # Overridden: a named cursor (.iterator()) still open when the
+        # connection goes back to the pool is closed there, as it would be
+        # with the connection unpooled (see SelectoPool.track_cursor).
+        if name is not None and (pool := self.pool) is not None:
+            pool.track_cursor(self.connection, cursor)
+        return cursor
+
     def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
         # Overridden: Django composes SET ROLE with compose_sql(), i.e. with
         # a cursor of this wrapper's connection, which for a pooled
