@@ -8,7 +8,8 @@ subclass adds only what it lacks:
   skips psycopg_pool's retry backoff, so that after a server restart the dead
   idle connections are discarded in microseconds instead of seconds;
 * errors that say which pool, how full it is and how many clients wait;
-* connections returned in autocommit mode, so the next user starts clean;
+* connections returned clean (``_conn.reset``): rolled back, in autocommit,
+  reset if asked, and closed when they can't be cleaned in time;
 * a draining ``stop()`` and a prepared-statement ``clear_prepared()``;
 * fork safety: a pool never touches sockets it inherited from its parent;
 * a maintenance thread (see ``_maintenance``): background health sweeps,
