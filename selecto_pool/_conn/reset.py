@@ -6,7 +6,8 @@ meanwhile and, with the ``reset`` option, without the session state the last
 borrower left (settings, role, locks, ``LISTEN``, cursors, temporary
 tables), Django's own session settings applied again. A connection that
 can't be brought there, or not within the time bound, is closed:
-psycopg_pool discards it and opens a replacement. No return ever blocks.
+psycopg_pool discards it and opens a replacement. No return waits on the
+server or the network longer than that bound.
 """
 
 from __future__ import annotations
