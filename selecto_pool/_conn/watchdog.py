@@ -94,7 +94,7 @@ class Watchdog:
                     return
             except Exception:  # never die silently: log, go on
                 logger.exception("watchdog of pool %r failed", self.pool_name)
-                time.sleep(0.1)
+                time.sleep(1.0)
 
     def _watch_once(self) -> bool:
         """Cut the guards past their deadline; False when it's time to end."""
@@ -107,7 +107,9 @@ class Watchdog:
             now = time.monotonic()
             earliest = min(guard.deadline for guard in self._guards)
             if earliest > now:
-                self._wakeup.wait(earliest - now)
+                # Bounded: any timeout would do (a guard added meanwhile
+                # wakes the thread), and a huge one overflows wait().
+                self._wakeup.wait(min(earliest - now, _IDLE_EXIT))
                 return True
             for guard in [g for g in self._guards if g.deadline <= now]:
                 self._guards.discard(guard)
