@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser(
         "django-suite",
-        help="Django's own tests, stock backend vs selecto_pool (see tools/)",
+        help="Django's own tests, stock backend vs selecto_pool with no OPTIONS "
+        "and with a pool dict (--config, --options: see tools/django_suite.py)",
     )
     commands.add_parser(
         "bench",

@@ -180,8 +180,9 @@ def _django_problems() -> list[str]:
             (BaseDatabaseCreation, "_clone_test_db"),
             (BaseDatabaseCreation, "_destroy_test_db"),
             (postgresql_base.DatabaseWrapper, "pool"),
-            (postgresql_base.DatabaseWrapper, "close_pool"),
             (postgresql_base.DatabaseWrapper, "_configure_connection"),
+            (postgresql_base.DatabaseWrapper, "_configure_role"),
+            (postgresql_base.DatabaseWrapper, "close_pool"),
             (postgresql_base, "CursorMixin"),
         )
         if not _has(owner, name)

@@ -452,6 +452,7 @@ _CHECKED = [
     (_DJANGO, postgresql_base.DatabaseWrapper, "pool"),
     (_DJANGO, postgresql_base.DatabaseWrapper, "close_pool"),
     (_DJANGO, postgresql_base.DatabaseWrapper, "_configure_connection"),
+    (_DJANGO, postgresql_base.DatabaseWrapper, "_configure_role"),
 ]
 
 

@@ -1,20 +1,29 @@
 """Run Django's own test suite with the stock backend and with selecto_pool.
 
-    python3 dev.py django-suite [LABEL ...] [--parallel N]
+    python3 dev.py django-suite [LABEL ...] [--parallel N] [--config NAME ...]
+                                [--options JSON]
 
 Downloads the source distribution of the installed Django (it holds
 ``tests/runtests.py``) into ``.cache/``, starts a throwaway PostgreSQL (or uses
 ``DATABASE_URL``; postgres_tests need ICU collations, which the embedded
 wheel's build lacks: ``SELECTO_PG_BIN=/usr/lib/postgresql/15/bin`` uses
 Debian's), runs the labels once with ``django.db.backends.postgresql``
-and once with ``selecto_pool.backend`` (pool and prepared statements on, the
-defaults), and lists every test that fails only with selecto_pool. Exits 1 if
-there is one.
+and once per configuration with ``selecto_pool.backend``, and lists, for each
+configuration, every test that fails only with selecto_pool. Exits 1 if there
+is one.
+
+The configurations (``--config``, repeatable; default: ``defaults`` and
+``pool-dict``) are the ``OPTIONS`` of both aliases: ``defaults`` has none at
+all (the pool and the statement cache at their defaults, as most projects
+will run it), ``pool-dict`` a small ``OPTIONS["pool"]``, ``prepare-at-once``
+prepares every statement at its first run (``prepare_threshold: 0``), and
+``--options '{"pool": {...}}'`` adds one of your own.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -22,6 +31,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import django
 
@@ -32,15 +42,19 @@ LABELS = [
     *("model_fields", "schema", "migrations", "raw_query", "bulk_create", "update"),
     *("delete", "select_for_update", "introspection", "postgres_tests"),
 ]
-ENGINES = {
-    "stock": "django.db.backends.postgresql",
-    "selecto": "selecto_pool.backend",
+STOCK = "django.db.backends.postgresql"
+SELECTO = "selecto_pool.backend"
+#: OPTIONS of both aliases, by configuration name.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "pool-dict": {"pool": {"pool_size": 2, "max_overflow": 8}},
+    "prepare-at-once": {"pool": {"prepare_threshold": 0}},
 }
 SETTINGS = """\
-import environ, os
+import environ, json, os
 _db = environ.Env.db_url_config(os.environ["DATABASE_URL"])
 _engine = os.environ["DJANGO_SUITE_ENGINE"]
-_options = {"pool": {"pool_size": 2, "max_overflow": 8}} if "selecto" in _engine else {}
+_options = json.loads(os.environ["DJANGO_SUITE_OPTIONS"])
 DATABASES = {
     alias: {**_db, "ENGINE": _engine, "NAME": f"django_{alias}", "OPTIONS": _options}
     for alias in ("default", "other")
@@ -85,13 +99,21 @@ def django_tests() -> Path:
     return source / "tests"
 
 
-def run(engine: str, labels: list[str], parallel: int, url: str) -> set[str]:
+def run(
+    engine: str,
+    options: dict[str, Any],
+    name: str,
+    labels: list[str],
+    parallel: int,
+    url: str,
+) -> set[str]:
     """The ids of the failing tests (FAIL and ERROR) with ``engine``."""
     tests = django_tests()
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SUITE_ENGINE": engine,
+        "DJANGO_SUITE_OPTIONS": json.dumps(options),
         "PYTHONPATH": os.pathsep.join([str(CACHE), str(ROOT)]),
     }
     command = [
@@ -102,7 +124,7 @@ def run(engine: str, labels: list[str], parallel: int, url: str) -> set[str]:
         "--noinput",
         *labels,
     ]
-    log = CACHE / f"suite-{engine.split('.')[0]}.log"
+    log = CACHE / f"suite-{name}.log"
     started = time.monotonic()
     with log.open("w") as out:
         subprocess.run(
@@ -110,12 +132,13 @@ def run(engine: str, labels: list[str], parallel: int, url: str) -> set[str]:
         )
     text = log.read_text()
     if not re.search(r"^Ran \d+ tests?", text, re.MULTILINE):
-        raise SystemExit(f"{engine}: the suite did not run, see {log}")
+        raise SystemExit(f"{name}: the suite did not run, see {log}")
     summary = [
         line for line in text.splitlines() if line.startswith(("Ran ", "OK", "FAILED"))
     ]
     print(
-        f"{engine}: {' '.join(summary)} in {time.monotonic() - started:.0f} s ({log})"
+        f"{name}: {' '.join(summary)} in {time.monotonic() - started:.0f} s ({log})",
+        flush=True,
     )
     return {where for _, _, where in _OUTCOME.findall(text)}
 
@@ -124,7 +147,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("labels", nargs="*", default=LABELS)
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument(
+        "--config",
+        action="append",
+        choices=sorted(CONFIGS),
+        help="selecto_pool configuration(s) to run (default: defaults, pool-dict)",
+    )
+    parser.add_argument(
+        "--options", type=json.loads, help="OPTIONS of one more configuration, JSON"
+    )
     args = parser.parse_args()
+    configs = {name: CONFIGS[name] for name in args.config or ()}
+    if args.options is not None:
+        configs["custom"] = args.options
+    configs = configs or {name: CONFIGS[name] for name in ("defaults", "pool-dict")}
     url = os.environ.get("DATABASE_URL")
     server = None
     if not url:
@@ -133,18 +169,23 @@ def main() -> int:
         server = LocalPostgres().start()
         url = server.url
     try:
-        stock = run(ENGINES["stock"], args.labels, args.parallel, url)
-        ours = run(ENGINES["selecto"], args.labels, args.parallel, url)
+        stock = run(STOCK, {}, "stock", args.labels, args.parallel, url)
+        ours = {
+            name: run(SELECTO, options, name, args.labels, args.parallel, url)
+            for name, options in configs.items()
+        }
     finally:
         if server:
             server.destroy()
-    regressions = sorted(ours - stock)
-    print(
-        f"failing with the stock backend: {len(stock)}; with selecto_pool: {len(ours)}"
-    )
-    for test in regressions:
-        print(f"  only with selecto_pool: {test}")
-    print(f"{len(regressions)} passed with stock but fail with selecto_pool")
+    print(f"failing with the stock backend: {len(stock)}")
+    regressions = 0
+    for name, failing in ours.items():
+        only_ours = sorted(failing - stock)
+        regressions += len(only_ours)
+        print(f"{name} ({json.dumps(configs[name])}): {len(failing)} failing")
+        for test in only_ours:
+            print(f"  only with selecto_pool: {test}")
+        print(f"  {len(only_ours)} passed with stock but fail with selecto_pool")
     return 1 if regressions else 0
 
 

@@ -10,6 +10,7 @@ allowed, because the person reading it is editing a settings file.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -110,6 +111,45 @@ def _pgbouncer() -> tuple[Callable[[Any], Any], str]:
     return parse, f"False, {' or '.join(repr(mode) for mode in PGBOUNCER_MODES)}"
 
 
+#: The ready-made resets (see _conn.reset): what each clears is documented in
+#: docs/configuration.md.
+RESET_NAMES = ("session", "discard")
+
+
+def _reset() -> tuple[Callable[[Any], Any], str]:
+    """A named reset, a callable taking the connection, or off (parsed as "")."""
+
+    def parse(value: Any) -> Any:
+        if value is None or value is False:
+            return _NO_RESET
+        if isinstance(value, str):
+            if value.strip().lower() in _FALSE | _OFF:
+                return _NO_RESET
+            return value if value in RESET_NAMES else None
+        if callable(value) and _takes_one_argument(value):
+            return value
+        return None
+
+    named = ", ".join(repr(name) for name in RESET_NAMES)
+    return parse, f"None (off), {named} or a callable taking the connection"
+
+
+# Parsed value of reset=None (None itself means "invalid" here).
+_NO_RESET = ""
+
+
+def _takes_one_argument(function: Callable[..., Any]) -> bool:
+    # psycopg_pool's shape: reset(conn). A callable that can't take it would
+    # fail at every return and close every connection.
+    try:
+        inspect.signature(function).bind(None)
+    except TypeError:
+        return False
+    except ValueError:
+        return True  # no signature to inspect (some builtins): trust it
+    return True
+
+
 # name -> (parser returning None for a bad value, description of what's allowed)
 _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "pool_size": _integer(0),
@@ -133,6 +173,8 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "exit_timeout": _seconds_or_off(),
     # The longest wait between two logins the server refused (_conn.outages).
     "login_retry_max": _seconds(minimum=1.0),
+    # What a returned connection's session is cleared with (see _conn.reset).
+    "reset": _reset(),
 }
 OPTION_NAMES = frozenset(_PARSERS)
 
@@ -195,12 +237,17 @@ class PoolOptions:
     #: The cap of the backoff between logins the server refused (PgBouncer's
     #: ``server_login_retry``).
     login_retry_max: float = 15.0
+    #: Run on every returned connection: "session", "discard", a callable
+    #: taking the connection (psycopg_pool's ``reset``), or None (off).
+    reset: str | Callable[[Any], object] | None = None
     #: The keys somebody set explicitly (as opposed to defaults).
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.prepare_threshold == _NEVER:
             object.__setattr__(self, "prepare_threshold", None)
+        if self.reset == _NO_RESET:
+            object.__setattr__(self, "reset", None)
 
     @property
     def prepares(self) -> bool:

@@ -241,6 +241,28 @@ def install(
     literals.register(conn.adapters)
 
 
+def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
+    """Forget the statements of ``conn`` if the server lost some of them.
+
+    For code the cache can't see into (a custom reset): psycopg notices a
+    ``DISCARD ALL`` or ``DEALLOCATE ALL`` it runs, not one sent otherwise.
+    Costs a round trip, only while the cache holds statements.
+    """
+    cache = cache_of(conn)
+    if cache is None or not cache.statements:
+        return
+    with psycopg.Cursor(conn) as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql",
+            prepare=False,
+        )
+        row = cursor.fetchone()
+    if row is not None and row[0] < cache.statements:
+        # psycopg forgets every statement on seeing the command; the rest
+        # are deallocated at once, before anything is prepared again.
+        conn.execute("DEALLOCATE ALL", prepare=False)
+
+
 def cache_of(conn: psycopg.Connection[Any]) -> StatementCache | None:
     cache = prepare_manager_of(conn)
     return cache if isinstance(cache, StatementCache) else None

@@ -8,7 +8,8 @@ subclass adds only what it lacks:
   skips psycopg_pool's retry backoff, so that after a server restart the dead
   idle connections are discarded in microseconds instead of seconds;
 * errors that say which pool, how full it is and how many clients wait;
-* connections returned in autocommit mode, so the next user starts clean;
+* connections returned clean (``_conn.reset``): rolled back, in autocommit,
+  reset if asked, and closed when they can't be cleaned in time;
 * a draining ``stop()`` and a prepared-statement ``clear_prepared()``;
 * fork safety: a pool never touches sockets it inherited from its parent;
 * a maintenance thread (see ``_maintenance``): background health sweeps,
@@ -89,6 +90,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         self._born_in = forks.current()
         self.started_at = time.time()
         self._extra_configure = configure
+        # Cleaning a returned connection may take as long as opening one.
+        self._cleaner = reset.Cleaner(
+            name,
+            reset=options.reset,
+            reconfigure=configure,
+            timeout=options.connection_timeout,
+        )
         connection_class, self._outage = connection_class_for(
             name, options.login_retry_max
         )
@@ -196,7 +204,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:
-            self._clean(conn)
+            if not self.closed:  # else psycopg_pool closes it
+                self._clean(conn, returned=True)
             super().putconn(conn)
         finally:
             self._usage.checked_in()
@@ -288,6 +297,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         paces attempts) and waits ``outage.retry_delay()`` between them."""
         return self._outage
 
+    def track_cursor(self, conn: Connection, cursor: Any) -> None:
+        """Close the named ``cursor`` when ``conn`` is returned, if still open."""
+        self._cleaner.track_cursor(conn, cursor)
+
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""
         self._close_callbacks.append(callback)
@@ -360,20 +373,28 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._draining:
             raise PoolClosed(f"pool {self.name!r} is stopping")
 
-    def _clean(self, conn: Connection) -> None:
+    def _clean(self, conn: Connection, *, returned: bool = False) -> None:
+        """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
         status = conn.pgconn.transaction_status
         generation = self._conn_generation.get(conn, -1)
+        resets = returned and self._cleaner.resets
+        cursors = self._cleaner.open_cursors(conn) if returned else []
         if (
             status == TransactionStatus.IDLE
             and conn.autocommit
             and generation == self._generation
+            and not resets
+            and not cursors
+            and not conn.pgconn.pipeline_status
         ):
             return  # the common case: nothing to reset
         if status in reset.IN_TRANSACTION and not conn.closed:
             self._usage.count(usage.ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
         deallocate = generation < self._generation
-        if reset.clean(conn, deallocate=deallocate, pool_name=self.name):
+        if self._cleaner.clean(
+            conn, deallocate=deallocate, reset=resets, cursors=cursors
+        ):
             self._conn_generation[conn] = self._generation
 
     def _vet(self, conn: Connection) -> bool:

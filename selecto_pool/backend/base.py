@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import psycopg
 import psycopg_pool
 from django.conf import settings
 from django.db import connections
@@ -28,6 +29,7 @@ from .._process.control import Responder
 from ..errors import PoolError
 from .creation import DatabaseCreation
 from .cursor import SelectoCursor
+from .features import DatabaseFeatures
 from .operations import DatabaseOperations
 
 
@@ -48,6 +50,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     """A PostgreSQL ``DatabaseWrapper`` whose connections come from the pool."""
 
     creation_class = DatabaseCreation
+    features_class = DatabaseFeatures
     ops_class = DatabaseOperations
 
     @cached_property
@@ -95,6 +98,28 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # psycopg's setter costs a generator round even when nothing changes.
         if self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        cursor = super().create_cursor(name)
+        # Overridden: a named cursor (.iterator()) still open when the
+        # connection goes back to the pool is closed there, as it would be
+        # with the connection unpooled (see SelectoPool.track_cursor).
+        if name is not None and (pool := self.pool) is not None:
+            pool.track_cursor(self.connection, cursor)
+        return cursor
+
+    def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
+        # Overridden: Django composes SET ROLE with compose_sql(), i.e. with
+        # a cursor of this wrapper's connection, which for a pooled
+        # connection being configured means checking out another one (a
+        # deadlock with one connection; another thread's wrapper otherwise).
+        # The same statement, composed on the connection being configured.
+        if new_role := self.settings_dict["OPTIONS"].get("assume_role"):
+            sql = psycopg.ClientCursor(connection).mogrify("SET ROLE %s", [new_role])
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+            return True
+        return False
 
     def get_connection_params(self) -> dict[str, Any]:
         # Overridden to keep selecto_pool's keys away from libpq. Django also
