@@ -4,7 +4,7 @@ psycopg_pool does the hard parts (sizing, growing and shrinking, reconnecting
 with backoff, ``max_lifetime``/``max_idle``, rolling back dirty returns). This
 subclass adds only what it lacks:
 
-* a liveness check at checkout that costs no round trip (see ``_health``), and
+* a liveness check at checkout that costs no round trip (``_conn.liveness``), and
   skips psycopg_pool's retry backoff, so that after a server restart the dead
   idle connections are discarded in microseconds instead of seconds;
 * errors that say which pool, how full it is and how many clients wait;
@@ -12,7 +12,7 @@ subclass adds only what it lacks:
   reset if asked, and closed when they can't be cleaned in time;
 * a draining ``stop()`` and a prepared-statement ``clear_prepared()``;
 * fork safety: a pool never touches sockets it inherited from its parent;
-* a maintenance thread (see ``_maintenance``): background health sweeps,
+* a maintenance thread (``maintenance``): background health sweeps,
   leak detection, and reconnection within half a second of a server's return;
 * ``max_lifetime`` enforced at checkout too, not only on return.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -33,14 +32,15 @@ from psycopg.pq import TransactionStatus
 
 from .. import _compat
 from .._config.options import MAXIMA, PoolOptions
-from .._conn import reset, statements
+from .._conn import reset
 from .._conn.liveness import expired, is_alive
 from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
 from .leaks import LeakDetector
 from .maintenance import Maintainer
-from .stats import PoolStats, cache_totals, exhausted_message, percentile
+from .statement_caches import StatementCaches
+from .stats import PoolStats, exhausted_message, snapshot
 from .usage import Usage
 
 logger = logging.getLogger("selecto_pool.pool")
@@ -55,7 +55,6 @@ TCP_KEEPALIVE_DEFAULTS = {
     "keepalives_count": 3,
 }
 
-_VANISHED_BEFORE_STOP = 3
 # The longest wait at checkout or close: longer ones overflow threading's.
 _LONGEST_CHECKOUT = MAXIMA["checkout_timeout"]
 # How long a background look at idle connections waits to take one before
@@ -101,20 +100,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             name, options.login_retry_max
         )
         self._close_callbacks: list[Callable[[], None]] = []
-        # Set when prepared statements turn out not to survive (see
-        # _statements): connections are handed out with preparing off.
-        self._preparing_stopped = False
-        self._vanished = 0
+        self._caches = StatementCaches(name, options)
         self._usage = Usage()
         self._draining = False
-        # Guards the statement bookkeeping below, off the hot path
-        # (psycopg_pool's own lock is self._lock).
-        self._bookkeeping = threading.Lock()
-        # Connections remember the clear_prepared() generation they are at.
-        self._generation = 0
-        self._conn_generation: weakref.WeakKeyDictionary[Connection, int] = (
-            weakref.WeakKeyDictionary()
-        )
         super().__init__(
             conninfo,
             connection_class=connection_class,
@@ -169,7 +157,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         except BaseException:
             self._usage.stop_waiting()
             raise
-        if self._preparing_stopped:
+        if self._caches.preparing_stopped:
             conn.prepare_threshold = None
         self._usage.checked_out((time.monotonic() - started) * 1000.0)
         if self._leaks is not None:
@@ -231,8 +219,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         Idle connections are cleared now; checked-out ones when returned.
         Returns how many connections that is.
         """
-        with self._bookkeeping:
-            self._generation += 1
+        self._caches.clear_all()
         self._each_idle(self._clean)
         return int(self.get_stats().get("pool_size", 0))
 
@@ -272,23 +259,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             super().schedule_task(task, delay)
 
     def statements_vanished(self) -> None:
-        """A connection lost prepared statements it did not deallocate.
-
-        Once may be someone's DEALLOCATE; a few times means they don't survive
-        (a transaction-mode PgBouncer): connections are handed out with
-        preparing off from then on.
-        """
-        with self._bookkeeping:
-            self._vanished += 1
-            stop = self._vanished == _VANISHED_BEFORE_STOP
-        if stop:
-            self._preparing_stopped = True
-            logger.warning(
-                "pool %r stops preparing statements: prepared statements vanish "
-                "from the server (a PgBouncer in transaction mode? set the pool "
-                "option pgbouncer='transaction')",
-                self.name,
-            )
+        """A connection lost prepared statements it did not deallocate."""
+        self._caches.vanished()
 
     @property
     def outage(self) -> OutageLog:
@@ -307,62 +279,29 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
 
     # -- introspection ----------------------------------------------------
     def stats(self) -> PoolStats:
-        raw = self.get_stats()
-        now = self._usage.snapshot()
-        counts, in_use, waiting, waits = now.counts, now.in_use, now.waiting, now.waits
-        connections = raw.get("pool_size", 0)
-        return PoolStats(
+        return snapshot(
             name=self.name,
-            pool_size=self.options.pool_size,
-            max_overflow=self.options.max_overflow,
-            connections=connections,
-            idle=raw.get("pool_available", 0),
-            in_use=in_use,
-            overflow=max(connections - self.options.pool_size, 0),
-            waiting=waiting,
-            checkouts=counts[usage.CHECKOUTS],
-            checkout_timeouts=counts[usage.TIMEOUTS],
-            connection_errors=raw.get("connections_errors", 0),
-            connections_replaced=counts[usage.REPLACED]
-            + raw.get("connections_lost", 0),
-            rollbacks_on_return=counts[usage.ROLLBACKS],
-            connections_opened=raw.get("connections_num", 0)
-            - raw.get("connections_errors", 0),
-            checkout_wait_p50_ms=percentile(waits, 50),
-            checkout_wait_p99_ms=percentile(waits, 99),
-            started_at=self.started_at,
-            **cache_totals(self.cache_stats()),
+            options=self.options,
+            psycopg_pool_stats=self.get_stats(),
+            usage=self._usage.snapshot(),
+            caches=self.cache_stats(),
             leaks=self._leaks.leaks if self._leaks is not None else 0,
+            started_at=self.started_at,
             closed=self.closed,
         )
 
     # -- internals -----------------------------------------------------------
     def _configure_new(self, conn: Connection) -> None:
-        self._conn_generation[conn] = self._generation
         # Off unless the cache is on (psycopg's default would prepare), and
         # off while Django configures the session: those run once.
         conn.prepare_threshold = None
         if self._extra_configure:
             self._extra_configure(conn)
-        if self.options.prepares and not self._preparing_stopped:
-            statements.install(
-                conn,
-                cache_size=self.options.prepared_statement_cache_size,
-                cache_bytes=self.options.prepared_statement_cache_mib * 2**20,
-                threshold=self.options.prepare_threshold or 0,
-                on_vanished=self.statements_vanished,
-            )
+        self._caches.install(conn)
 
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""
-        caches = []
-        for conn in list(self._conn_generation.keys()):
-            cache = statements.cache_of(conn)
-            if cache is not None and not conn.closed:
-                caches.append(
-                    {"backend_pid": conn.info.backend_pid, **cache.snapshot()}
-                )
-        return caches
+        return self._caches.snapshot()
 
     def _refuse_if_unusable(self) -> None:
         if self._born_in != forks.current():
@@ -376,13 +315,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
     def _clean(self, conn: Connection, *, returned: bool = False) -> None:
         """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
         status = conn.pgconn.transaction_status
-        generation = self._conn_generation.get(conn, -1)
+        current = self._caches.is_current(conn)
         resets = returned and self._cleaner.resets
         cursors = self._cleaner.open_cursors(conn) if returned else []
         if (
             status == TransactionStatus.IDLE
             and conn.autocommit
-            and generation == self._generation
+            and current
             and not resets
             and not cursors
             and not conn.pgconn.pipeline_status
@@ -391,11 +330,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if status in reset.IN_TRANSACTION and not conn.closed:
             self._usage.count(usage.ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
-        deallocate = generation < self._generation
         if self._cleaner.clean(
-            conn, deallocate=deallocate, reset=resets, cursors=cursors
+            conn, deallocate=not current, reset=resets, cursors=cursors
         ):
-            self._conn_generation[conn] = self._generation
+            self._caches.cleared(conn)
 
     def _vet(self, conn: Connection) -> bool:
         """True if ``conn`` may be handed out; if not, it is discarded."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from .._conn.statements import CACHE_COUNTERS
+from .usage import CHECKOUTS, REPLACED, ROLLBACKS, TIMEOUTS, UsageSnapshot
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,47 @@ class PoolStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def snapshot(
+    *,
+    name: str,
+    options: PoolOptions,
+    psycopg_pool_stats: Mapping[str, int],
+    usage: UsageSnapshot,
+    caches: list[dict[str, int]],
+    leaks: int,
+    started_at: float,
+    closed: bool,
+) -> PoolStats:
+    """One pool's ``PoolStats``, from psycopg_pool's ``get_stats()`` (public
+    keys), the pool's own usage counters and its connections' caches."""
+    raw = psycopg_pool_stats
+    connections = raw.get("pool_size", 0)
+    counts = usage.counts
+    return PoolStats(
+        name=name,
+        pool_size=options.pool_size,
+        max_overflow=options.max_overflow,
+        connections=connections,
+        idle=raw.get("pool_available", 0),
+        in_use=usage.in_use,
+        overflow=max(connections - options.pool_size, 0),
+        waiting=usage.waiting,
+        checkouts=counts[CHECKOUTS],
+        checkout_timeouts=counts[TIMEOUTS],
+        connection_errors=raw.get("connections_errors", 0),
+        connections_replaced=counts[REPLACED] + raw.get("connections_lost", 0),
+        rollbacks_on_return=counts[ROLLBACKS],
+        connections_opened=raw.get("connections_num", 0)
+        - raw.get("connections_errors", 0),
+        checkout_wait_p50_ms=percentile(usage.waits, 50),
+        checkout_wait_p99_ms=percentile(usage.waits, 99),
+        started_at=started_at,
+        **cache_totals(caches),
+        leaks=leaks,
+        closed=closed,
+    )
 
 
 def cache_totals(caches: list[dict[str, int]]) -> dict[str, Any]:
