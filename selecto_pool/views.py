@@ -13,7 +13,6 @@ import socket
 import time
 from typing import Any
 
-import psycopg
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
@@ -21,7 +20,7 @@ from django.views.decorators.cache import never_cache
 from ._api import get_pool
 from ._compat import non_atomic_for_every_database
 from ._config.health import HealthSettings, health_settings
-from ._ops import metrics
+from ._ops import metrics, probe
 from ._process import registry
 
 
@@ -74,10 +73,10 @@ def _probe(config: HealthSettings) -> tuple[str, float | None, str | None]:
     try:
         conn = pool.getconn(timeout=config.probe_timeout)
         try:
-            conn.execute("SELECT 1")
+            probe.select_one(conn)
         finally:
             pool.putconn(conn)
-    except (DatabaseError, psycopg.Error) as exc:
+    except probe.errors() as exc:
         return "unavailable", None, type(exc).__name__
     return "ok", round((time.monotonic() - started) * 1000.0, 3), None
 

@@ -10,6 +10,7 @@ from django.db import connections
 
 from .._conn.statements import cache_of
 from .._process import control, registry
+from ..backend import engines
 
 logger = logging.getLogger("selecto_pool.statements")
 
@@ -38,8 +39,8 @@ def invalidate_statement_caches(
             cursor.execute("DEALLOCATE ALL")
     for pool in registry.all_pools().values():
         pool.clear_prepared()
-    if using not in registry.all_pools():
-        return
+    if using not in registry.all_pools() or engines.is_mysql(migrating):
+        return  # MySQL: nothing prepared, and no LISTEN/NOTIFY to ask with
     try:
         control.broadcast(connections[using].get_connection_params(), "clear")
     except psycopg.Error as exc:
