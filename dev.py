@@ -3,7 +3,8 @@
 
 Standard library only, so that a fresh clone needs nothing but Python 3.10+: it
 keeps ``.venv`` up to date with ``pip install -e .[test]`` (``.[test,bench]``
-for ``dev.py bench``) and runs the tool from there.
+for ``dev.py bench``; ``mysql`` too where mysqlclient can be built) and runs
+the tool from there.
 """
 
 from __future__ import annotations
@@ -43,11 +44,15 @@ def replace_with(*cmd: str | Path) -> NoReturn:
     os.execv(argv[0], argv)
 
 
-def ensure_venv(extras: tuple[str, ...] = ("test",)) -> None:
+def ensure_venv(
+    extras: tuple[str, ...] = ("test",), optional: tuple[str, ...] = ()
+) -> None:
     """Create ``.venv`` and install the project into it when pyproject changed.
 
     The stamp also lists the extras installed, so that ``bench`` adds its own
-    once and ``test`` afterwards doesn't reinstall.
+    once and ``test`` afterwards doesn't reinstall. ``optional`` extras are
+    installed too if they can be (``mysql`` is built from source); if not,
+    the others are, and the tests that need them are skipped.
     """
     if not PYTHON.exists():
         print(f"dev.py: creating {VENV.name}", flush=True)
@@ -59,12 +64,38 @@ def ensure_venv(extras: tuple[str, ...] = ("test",)) -> None:
     if stamp[:1] == [digest]:
         # A stamp without extras was written by `test`.
         installed = set(stamp[1].split(",")) if len(stamp) > 1 else {"test"}
-    if set(extras) <= installed:
+    if set(extras) | set(optional) <= installed:
         return
-    wanted = ",".join(sorted(installed | set(extras)))
+    wanted = ",".join(sorted(installed | set(extras) | set(optional)))
     print(f"dev.py: installing -e .[{wanted}]", flush=True)
-    check(PYTHON, "-m", "pip", "install", "-e", f".[{wanted}]")
+    install = [PYTHON, "-m", "pip", "install", "-e"]
+    returncode = subprocess.call([*map(str, install), f".[{wanted}]"], cwd=ROOT)
+    if returncode:
+        if not optional:
+            raise SystemExit(returncode)
+        print(
+            f"dev.py: could not install the {', '.join(optional)} extra; the "
+            "tests that need it will be skipped",
+            flush=True,
+        )
+        wanted = ",".join(sorted((installed | set(extras)) - set(optional)))
+        check(*install, f".[{wanted}]")
     STAMP.write_text(f"{digest} {wanted}\n")
+
+
+def apt_install(*packages: str) -> bool:
+    """Install Debian packages if we can (root, apt-get); False if we can't."""
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return False
+    install = ["apt-get", "install", "-y", "-q", *packages]
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    }
+    if subprocess.call(install, **quiet) != 0:
+        subprocess.call(["apt-get", "update", "-q"], **quiet)
+        subprocess.call(install, **quiet)
+    return True
 
 
 def ensure_pgbouncer() -> None:
@@ -74,23 +105,39 @@ def ensure_pgbouncer() -> None:
     """
     if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
         return
-    if not shutil.which("apt-get") or os.geteuid() != 0:
+    if not apt_install("pgbouncer"):
         print("dev.py: no pgbouncer; its tests will be skipped", flush=True)
-        return
-    install = ["apt-get", "install", "-y", "-q", "pgbouncer"]
-    quiet = {
-        "stdout": subprocess.DEVNULL,
-        "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    }
-    if subprocess.call(install, **quiet) != 0:
-        subprocess.call(["apt-get", "update", "-q"], **quiet)
-        subprocess.call(install, **quiet)
+
+
+def mysql_client_headers() -> bool:
+    """Whether mysqlclient can be built here: pkg-config knows a client library
+    (the names its setup.py looks for)."""
+    return bool(shutil.which("pkg-config")) and any(
+        subprocess.call(["pkg-config", "--exists", name]) == 0
+        for name in ("mysqlclient", "mariadb", "libmariadb")
+    )
+
+
+def ensure_mariadb() -> tuple[str, ...]:
+    """Debian's MariaDB server and client headers, for tests/mysql (skipped
+    without them). Installed when missing, where we are root on Debian (CI).
+
+    Returns the extras to install if possible: ``mysql`` (mysqlclient, built
+    from source: PyPI has no Linux wheel) when the headers are there.
+    """
+    server = shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()
+    installed = server and mysql_client_headers()
+    if not installed and not apt_install(
+        "mariadb-server", "libmariadb-dev", "pkg-config"
+    ):
+        print("dev.py: no MariaDB; the MySQL tests will be skipped", flush=True)
+    return ("mysql",) if mysql_client_headers() else ()
 
 
 def test(pytest_args: list[str]) -> NoReturn:
     """Lint, formatting, layers and types first (they are quick), then the suite."""
-    ensure_venv()
     ensure_pgbouncer()
+    ensure_venv(optional=ensure_mariadb())
     check(PYTHON, "-m", "ruff", "check", ".")
     check(PYTHON, "-m", "ruff", "format", "--check", ".")
     check(VENV / "bin" / "lint-imports", "--no-cache")
@@ -142,11 +189,14 @@ def main(argv: list[str]) -> None:
         # Everything after "test" is pytest's, verbatim: -k, -x, paths, even -h.
         test(argv[1:])
     if argv[:1] == ["django-suite"]:
-        ensure_venv()
+        ensure_venv(optional=ensure_mariadb() if "--mysql" in argv else ())
         replace_with(PYTHON, "-m", "tools.django_suite", *argv[1:])
     if argv[:1] == ["bench"]:
-        # Its own PostgreSQL, started and stopped by bench (or DATABASE_URL).
-        ensure_venv(("test", "bench"))
+        # Its own PostgreSQL or MariaDB, started and stopped by bench (or
+        # DATABASE_URL).
+        ensure_venv(
+            ("test", "bench"), optional=ensure_mariadb() if "--mysql" in argv else ()
+        )
         replace_with(PYTHON, "-m", "bench", *argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
