@@ -27,7 +27,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from . import mysql_status
 from .liveness import _readable as readable
@@ -91,7 +91,7 @@ class MySQLDriver:
         except Exception:  # closed meanwhile: mysqlclient's errors, OSError
             return False
 
-    def reset(self, conn: Any) -> str:
+    def reset(self, conn: Any) -> Literal["clean", "rolled back", "broken"]:
         """Roll back an open transaction, restore autocommit; close if that fails.
 
         Returns "clean", "rolled back" or "broken" (and closed).

@@ -2,7 +2,8 @@
 
 psycopg_pool pools psycopg connections only, so MySQL's get this pool. What
 is specific to a driver (opening, testing, resetting, closing a connection)
-comes from a ``Driver``; the rest is shared with ``SelectoPool``: the usage
+comes from a ``Driver`` (``driver``); opening and retiring connections in the
+background is ``upkeep``'s; the rest is shared with ``SelectoPool``: the usage
 counters (``usage``), leak detection (``leaks``), the maintenance thread with
 its health sweeps and reconnect probe (``maintenance``), the stats and their
 timeout message (``stats``), fork detection (``forks``) and the errors.
@@ -19,22 +20,23 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import TypeVar
 
 from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from ..errors import CheckoutTimeout, PoolClosed, PoolStartError
 from . import forks, usage
+from .driver import Driver
 from .leaks import LeakDetector
 from .maintenance import Maintainer
 from .opener import Opener
 from .stats import PoolStats, cache_totals, exhausted_message, percentile
+from .upkeep import Upkeep
 from .usage import Usage
 from .waiters import WaitQueue
 
@@ -43,42 +45,11 @@ logger = logging.getLogger("selecto_pool.pool")
 C = TypeVar("C")
 
 
-class Driver(Protocol[C]):
-    """What the pool needs to know about one kind of connection."""
-
-    def connect(self) -> C:
-        """A new connection, configured and in autocommit; raises on failure."""
-        ...
-
-    def is_alive(self, conn: C) -> bool:
-        """Whether an idle connection can be handed out, without a round trip."""
-        ...
-
-    def reset(self, conn: C) -> str:
-        """No transaction, autocommit on; never raises. Returns "clean",
-        "rolled back", or "broken" (then closed: the pool replaces it)."""
-        ...
-
-    def close(self, conn: C) -> None:
-        """Close, never raising."""
-        ...
-
-
 class _Expired(Exception):
     """A checkout's deadline passed (turned into CheckoutTimeout)."""
 
 
-class _Opening:
-    """One connection to open; parked with the maintainer when it fails."""
-
-    def __init__(self, pool: GenericPool[C]):
-        self._pool = pool
-
-    def run(self) -> None:
-        self._pool._open_one(self)
-
-
-class GenericPool(Generic[C]):
+class GenericPool(Upkeep[C]):
     """A process-local pool of DB-API connections to one database."""
 
     def __init__(
@@ -178,7 +149,11 @@ class GenericPool(Generic[C]):
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:
-            outcome = self._driver.reset(conn)
+            try:
+                outcome = self._driver.reset(conn)
+            except Exception:
+                logger.exception("pool %r: resetting a connection failed", self.name)
+                outcome = "broken"
             if outcome == "rolled back":
                 self._usage.count(usage.ROLLBACKS)
                 logger.info("rolled back a connection returned to %r", self.name)
@@ -264,27 +239,6 @@ class GenericPool(Generic[C]):
         """Nothing to deallocate: these connections prepare nothing. Returns 0."""
         return 0
 
-    def sweep_idle(self) -> None:
-        """Look at each idle connection once: replace the dead, retire the expired.
-
-        Run by the maintenance thread every ``health_check_interval``.
-        """
-        now = time.monotonic()
-        with self._lock:
-            dead = [conn for conn in self._idle if not self._driver.is_alive(conn)]
-            expired = [
-                conn
-                for conn in self._idle
-                if conn not in dead and self._expires.get(id(conn), now) < now
-            ]
-            for conn in (*dead, *expired):
-                self._idle.remove(conn)
-        for _ in dead:
-            self._usage.count(usage.REPLACED)
-            logger.info("replacing a dead connection of pool %r", self.name)
-        for conn in (*dead, *expired):
-            self._discard(conn)
-
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         self._close_callbacks.append(callback)
 
@@ -347,7 +301,17 @@ class GenericPool(Generic[C]):
             waiter = self._waiters.join()
             to_open = self._to_open_locked()
         self._start_opening(to_open)
-        if not waiter.wait(deadline - time.monotonic()):
+        try:
+            served = waiter.wait(deadline - time.monotonic())
+        except BaseException:
+            # Interrupted (KeyboardInterrupt...): leave the queue, and give
+            # back a connection handed over meanwhile, or it would be lost.
+            with self._lock:
+                handed = not self._waiters.leave(waiter)
+            if handed and waiter.conn is not None:
+                self.putconn(waiter.conn)
+            raise
+        if not served:
             with self._lock:
                 if self._waiters.leave(waiter):
                     raise _Expired
@@ -392,87 +356,3 @@ class GenericPool(Generic[C]):
                     self._idle.append(conn)
                 return
         self._discard(conn)
-
-    def _serve_locked(self, conn: C) -> bool:
-        """Hand ``conn`` to the oldest waiter, checked out; False if none waits."""
-        if not len(self._waiters):
-            return False
-        self._out[id(conn)] = conn
-        return self._waiters.serve(conn)
-
-    def _discard(self, conn: C) -> None:
-        """Close a connection the pool no longer holds; open a replacement."""
-        self._driver.close(conn)  # again if reset() closed it: harmless
-        with self._lock:
-            self._expires.pop(id(conn), None)
-            self._nconns -= 1
-            to_open = self._to_open_locked()
-        self._start_opening(to_open)
-
-    def _to_open_locked(self) -> int:
-        """How many connections to start opening: up to ``pool_size`` always,
-        and beyond it one per waiting client that none being opened covers."""
-        if self._closed:
-            return 0
-        missing = self.options.pool_size - self._nconns
-        uncovered = len(self._waiters) - self._opening
-        count = min(max(missing, uncovered, 0), self.options.max_size - self._nconns)
-        self._nconns += count
-        self._opening += count
-        return count
-
-    def _start_opening(self, count: int) -> None:
-        for _ in range(count):
-            self._opener.submit(_Opening(self))
-
-    def _submit(self, task: _Opening) -> None:
-        """The maintainer hands back parked attempts here once connecting works."""
-        self._opener.submit(task)
-
-    def _open_one(self, task: _Opening) -> None:
-        """Open one connection (in a worker), for a waiter or the idle deque."""
-        conn = None
-        if not self._closed:
-            try:
-                conn = self._driver.connect()
-            except Exception as exc:
-                self.outage.failed(exc)
-                with self._lock:
-                    self._counts["errors"] += 1
-                if not self._closed:
-                    # Retried by the maintenance thread's reconnect probe.
-                    self._maintainer.park(task)
-                    return
-            else:
-                self.outage.succeeded()
-        lifetime = self.options.max_lifetime * random.uniform(0.95, 1.0)
-        with self._lock:
-            self._opening -= 1
-            if conn is not None and not self._closed:
-                self._counts["opened"] += 1
-                self._expires[id(conn)] = time.monotonic() + lifetime
-                if not self._serve_locked(conn):
-                    self._idle.append(conn)
-                self._filled.notify_all()
-                return
-            self._nconns -= 1
-        if conn is not None:
-            self._driver.close(conn)
-
-    def _shrink(self) -> None:
-        """Every ``max_idle``: close one connection above ``pool_size`` if the
-        pool always had one idle meanwhile (psycopg_pool's rule)."""
-        with self._lock:
-            victim = None
-            if (
-                self._min_idle > 0
-                and self._idle
-                and self._nconns > self.options.pool_size
-            ):
-                victim = self._idle.popleft()
-                self._nconns -= 1
-                self._expires.pop(id(victim), None)
-            self._min_idle = len(self._idle)
-        if victim is not None:
-            logger.info("pool %r shrinks by one idle connection", self.name)
-            self._driver.close(victim)

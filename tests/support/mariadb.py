@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import importlib.util
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,13 +67,21 @@ def connect(server: LocalMariaDB, dbname: str | None = None) -> Any:
 
 
 def recreate_database(server: LocalMariaDB, dbname: str) -> None:
-    conn = connect(server)
+    """``dbname``, empty, with no session left on it by an earlier test (a
+    closed session may linger a moment in the server's process list)."""
+    observer = Observer(server)
     try:
-        cursor = conn.cursor()
-        cursor.execute(f"DROP DATABASE IF EXISTS `{dbname}`")
-        cursor.execute(f"CREATE DATABASE `{dbname}`")
+        deadline = time.monotonic() + 10
+        while sessions := observer.sessions_on(dbname):
+            assert time.monotonic() < deadline, f"sessions stay on {dbname}"
+            for session in sessions:
+                with contextlib.suppress(Exception):  # gone meanwhile
+                    observer.rows(f"KILL {int(session)}")
+            time.sleep(0.01)
+        observer.rows(f"DROP DATABASE IF EXISTS `{dbname}`")
+        observer.rows(f"CREATE DATABASE `{dbname}`")
     finally:
-        conn.close()
+        observer.close()
 
 
 class Observer:
