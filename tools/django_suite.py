@@ -45,9 +45,14 @@ ENGINES = {
 # What a pool could change: connections, transactions, errors, the SQL the
 # ORM sends and the values it gets back, locking.
 MYSQL_LABELS = [
-    *("backends", "transactions", "basic", "queries", "expressions"),
+    *("backends", "transactions", "transaction_hooks", "basic", "queries"),
+    *("expressions", "aggregation", "annotations", "db_functions", "lookup"),
     *("model_fields", "select_for_update", "bulk_create", "update", "delete"),
-    *("raw_query", "get_or_create", "force_insert_update"),
+    *("raw_query", "get_or_create", "force_insert_update", "select_related"),
+    *("prefetch_related", "many_to_one", "one_to_one", "model_inheritance"),
+    *("timezones", "fixtures", "serializers", "test_utils", "schema"),
+    *("migrations", "introspection", "inspectdb", "indexes", "constraints"),
+    *("defer", "ordering", "dates", "datetimes", "null_queries"),
 ]
 MYSQL_ENGINES = {
     "stock": "django.db.backends.mysql",

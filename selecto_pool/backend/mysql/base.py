@@ -35,6 +35,7 @@ class DatabaseWrapper(mysql.DatabaseWrapper):
     creation_class = DatabaseCreation
     #: The pool the current connection was checked out from (None: unpooled).
     _checked_out_from: MySQLPool | None = None
+    _connecting = False
 
     @cached_property
     def pool_options(self) -> PoolOptions:
@@ -83,13 +84,27 @@ class DatabaseWrapper(mysql.DatabaseWrapper):
         self._checked_out_from = pool
         return conn
 
+    def connect(self) -> None:
+        # Overridden to tell init_connection_state() it runs for a checkout.
+        self._connecting = True
+        try:
+            super().connect()
+        finally:
+            self._connecting = False
+
     def init_connection_state(self) -> None:
-        if self._checked_out_from is None:
-            super().init_connection_state()
-        else:
-            # The session was set up when the pool opened the connection
-            # (_configure); only Django's one-off version check is left.
+        if self._connecting and self._checked_out_from is not None:
+            # A checkout: the session was set up when the pool opened the
+            # connection (_session_setup); only Django's one-off version
+            # check is left. Called otherwise, it does what Django's does.
             BaseDatabaseWrapper.init_connection_state(self)
+        else:
+            super().init_connection_state()
+
+    def is_usable(self) -> bool:
+        # Overridden: a connection given back to the pool is no longer this
+        # wrapper's (Django's PostgreSQL backend says the same of its pool's).
+        return self.connection is not None and bool(super().is_usable())
 
     def _close(self) -> None:
         # Overridden: a pooled connection goes back to its pool (the one it
