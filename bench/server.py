@@ -106,6 +106,7 @@ def mysql_connect(url: str) -> Any:
         port=parts.port or 3306,
         user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
+        database=unquote(parts.path.lstrip("/")),
         autocommit=True,
     )
 
