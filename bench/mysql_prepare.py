@@ -9,11 +9,15 @@ MariaDB with the benchmark's tables and data: the ORM statements of the
 benchmark's request bodies (three queries of a typical view, and the 8-table
 join), captured with their parameters as Django sends them, each run
 
-* as Django runs it: one text query, parameters bound by mysqlclient;
-* prepared once with SQL ``PREPARE``, then ``EXECUTE ... USING`` the values.
+* as Django runs it: one text query, parameters bound by mysqlclient
+  (in Python, at every execution);
+* the same text query bound once beforehand: the server's and the
+  network's part alone;
+* prepared once with SQL ``PREPARE``, then ``EXECUTE ... USING`` the values
+  (bound once beforehand too).
 
 It reports client wall time and server CPU (``/proc`` of ``mariadbd``) per
-execution, medians of rounds interleaved so that drift hits both alike. SQL
+execution, medians of rounds interleaved so that drift hits all alike. SQL
 ``EXECUTE`` parses its own short statement, which the binary protocol would
 not: the saving measured is a slight underestimate of the protocol's.
 """
@@ -92,20 +96,26 @@ def measure(
         cursor.execute(f"PREPARE s{number} FROM %s", [sql.replace("%s", "?")])
         execute = f"EXECUTE s{number}" + (f" USING {literals}" if params else "")
 
-        def text(sql: str = sql, params: tuple[Any, ...] = params) -> None:
+        bound = sql % tuple(conn.literal(value).decode() for value in params)
+
+        def django(sql: str = sql, params: tuple[Any, ...] = params) -> None:
             cursor.execute(sql, params)
+            cursor.fetchall()
+
+        def text(bound: str = bound) -> None:
+            cursor.execute(bound)
             cursor.fetchall()
 
         def prepared(execute: str = execute) -> None:
             cursor.execute(execute)
             cursor.fetchall()
 
-        samples: dict[str, list[tuple[float, float]]] = {"text": [], "prepared": []}
+        runs = {"django": django, "text": text, "prepared": prepared}
+        samples: dict[str, list[tuple[float, float]]] = {kind: [] for kind in runs}
         for round_number in range(rounds):
-            order = [("text", text), ("prepared", prepared)]
-            if round_number % 2:
-                order.reverse()
-            for kind, run in order:
+            order = list(runs.items())
+            shift = round_number % len(order)
+            for kind, run in order[shift:] + order[:shift]:
                 run()  # warm
                 samples[kind].append(_timed(conn, server_pid, run, iterations))
         row: dict[str, Any] = {"statement": name}
@@ -119,23 +129,28 @@ def measure(
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'statement':<22} {'client us: text':>16} {'prepared':>9} {'ratio':>6}"
-        f" {'server us: text':>16} {'prepared':>9} {'ratio':>6}"
+        f"{'':<20} {'client wall us per execution':^30}"
+        f" {'server CPU us per execution':^30}",
+        f"{'statement':<20} {'django':>7} {'text':>7} {'prep':>7} {'ratio':>6}"
+        f" {'django':>7} {'text':>7} {'prep':>7} {'ratio':>6}",
     ]
     for row in rows:
-        lines.append(
-            f"{row['statement']:<22} {row['text_wall_us']:>16.0f} "
-            f"{row['prepared_wall_us']:>9.0f} "
-            f"{row['prepared_wall_us'] / row['text_wall_us']:>6.2f} "
-            f"{row['text_server_us']:>16.0f} {row['prepared_server_us']:>9.0f} "
-            f"{row['prepared_server_us'] / max(row['text_server_us'], 1e-9):>6.2f}"
-        )
+        cells = [row["statement"].ljust(20)]
+        for measure in ("wall", "server"):
+            values = [row[f"{kind}_{measure}_us"] for kind in KINDS]
+            cells += [f"{value:>7.0f}" for value in values]
+            cells.append(f"{values[2] / max(values[1], 1e-9):>6.2f}")
+        lines.append(" ".join(cells))
+    lines.append("ratio: prepared over text bound beforehand")
     return "\n".join(lines)
+
+
+KINDS = ("django", "text", "prepared")
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mysql_prepare")
-    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     from .server import provision_mysql
