@@ -168,6 +168,7 @@ def _mysql_problems() -> list[str]:
     """What mysqlclient and Django's MySQL backend lack of what is used here."""
     import django
     import MySQLdb
+    import MySQLdb.connections  # not imported by MySQLdb itself
     from django.db.backends.base.base import BaseDatabaseWrapper
 
     problems = []

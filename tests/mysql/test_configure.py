@@ -8,7 +8,8 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 import selecto_pool as sp
-from selecto_pool import PoolStartError
+from selecto_pool import PoolStartError, _compat
+from selecto_pool._conn import mysql_status
 from selecto_pool._config.mysql import resolve_mysql_options
 from testproject.mariaserver import LocalMariaDB
 
@@ -145,3 +146,17 @@ def test_a_wrong_password_fails_at_once_with_the_servers_reason(
     assert "pool 'wrong' cannot connect" in str(info.value)
     assert "Access denied" in str(info.value)
     assert "not-the-password" not in str(info.value)
+
+
+def test_the_private_names_used_exist_in_the_installed_versions(
+    mariadb_server: LocalMariaDB,
+) -> None:
+    import MySQLdb
+
+    _compat.check(mysql=True)
+    conn = MySQLdb.connect(**mariadb_server.connect_kwargs())
+    try:
+        assert type(_compat.mysql_native_connection(conn)).__name__ == "PyCapsule"
+        assert mysql_status.in_transaction(conn) is False
+    finally:
+        conn.close()

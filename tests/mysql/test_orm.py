@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +14,11 @@ from django.db import OperationalError, connections, transaction
 
 from selecto_pool import CheckoutTimeout, get_pool
 from testproject.library.models import Author
+from testproject.mariaserver import LocalMariaDB
 
 from ..support.clients import run_threads
 from ..support.mariadb import Observer
+from ..support.processes import ROOT, demo_environment
 
 
 def request(alias: str, work: Callable[[], Any]) -> Any:
@@ -144,3 +148,28 @@ def test_pool_false_is_djangos_own_backend(
     assert observer.sessions_on(database) == []
     with pytest.raises(ImproperlyConfigured, match="pooling disabled"):
         get_pool(alias)
+
+
+def test_a_fresh_process_queries_through_the_engine(
+    mariadb_server: LocalMariaDB, database: str
+) -> None:
+    # Nothing imported or connected beforehand, as in a web worker: the
+    # demo project's settings with a mysql:// DATABASE_URL.
+    script = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "from selecto_pool import get_pool\n"
+        "with connection.cursor() as cursor:\n"
+        "    cursor.execute('SELECT 41 + 1')\n"
+        "    print(cursor.fetchone()[0], type(get_pool('default')).__name__)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=demo_environment(mariadb_server.url_for(database)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["42", "MySQLPool"]
