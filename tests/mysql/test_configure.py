@@ -9,8 +9,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 import selecto_pool as sp
 from selecto_pool import PoolStartError, _compat
-from selecto_pool._conn import mysql_status
 from selecto_pool._config.mysql import resolve_mysql_options
+from selecto_pool._conn import mysql_status
 from testproject.mariaserver import LocalMariaDB
 
 
