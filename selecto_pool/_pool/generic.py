@@ -13,7 +13,9 @@ design: ``pool_size`` connections kept open, up to ``max_overflow`` more
 opened in the background for waiting clients and closed again, one every
 ``max_idle``, while the pool never ran short meanwhile; ``max_lifetime`` with
 up to 5 % jitter, checked at checkout, on return and by the sweeps; waiting
-clients served strictly first come, first served (``waiters``).
+clients served strictly first come, first served (``waiters``). One choice
+differs: idle connections are handed out most recently returned first,
+where psycopg_pool rotates through them (see ``_take``).
 """
 
 from __future__ import annotations
@@ -294,7 +296,11 @@ class GenericPool(Upkeep[C]):
             if self._closed:
                 raise PoolClosed(f"pool {self.name!r} is closed")
             if self._idle:
-                conn = self._idle.popleft()
+                # The most recently returned: its session is warm on the
+                # server and in this process (rotating through four cost
+                # about 10 % more time per 3-query request here), and the
+                # others stay idle for the max_idle shrink, coldest first.
+                conn = self._idle.pop()
                 self._min_idle = min(self._min_idle, len(self._idle))
                 self._out[id(conn)] = conn
                 return conn
