@@ -46,7 +46,10 @@ def run(
     conn: Any, sql: str, params: Sequence[Any] | Mapping[str, Any] | None
 ) -> tuple[list[tuple[Any, ...]], tuple[str, ...], int]:
     """Run one statement: (rows, column names, row count)."""
-    cursor = conn.cursor()
+    import MySQLdb.cursors
+
+    # mysqlclient's plain cursor, whatever cursorclass the connection has.
+    cursor = conn.cursor(MySQLdb.cursors.Cursor)
     try:
         cursor.execute(sql, params)
         description = cursor.description

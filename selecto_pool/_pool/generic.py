@@ -200,7 +200,7 @@ class GenericPool(Upkeep[C]):
                         f"pool {self.name!r} could not open its "
                         f"{self.options.pool_size} connection(s) within {timeout} s"
                     )
-                self._filled.wait(remaining)
+                self._filled.wait(min(remaining, threading.TIMEOUT_MAX))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""

@@ -84,7 +84,11 @@ class Opener:
     def _work(self, runs_timer: bool) -> None:
         next_run = time.monotonic() + self._every
         while True:
-            timeout = max(next_run - time.monotonic(), 0.0) if runs_timer else None
+            timeout = (
+                min(max(next_run - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
+                if runs_timer
+                else None
+            )
             try:
                 task = self._tasks.get(timeout=timeout)
             except queue.Empty:

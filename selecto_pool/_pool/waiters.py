@@ -33,7 +33,10 @@ class Waiter(Generic[C]):
 
     def wait(self, timeout: float) -> bool:
         """True once served (a connection or an error); False on timeout."""
-        return self._ready.acquire(timeout=max(timeout, 0.0))
+        # Bounded: a lock can't wait longer than TIMEOUT_MAX (about 292 years).
+        return self._ready.acquire(
+            timeout=min(max(timeout, 0.0), threading.TIMEOUT_MAX)
+        )
 
     def hand(self, conn: C) -> None:
         self.conn = conn

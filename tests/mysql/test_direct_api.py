@@ -203,3 +203,48 @@ def test_max_lifetime_retires_connections(
         assert sp.pool_stats(pool).connections_opened >= 2
     finally:
         sp.stop_pool(pool)
+
+
+def test_execute_returns_tuples_whatever_the_cursor_class(
+    mariadb_server: LocalMariaDB, database: str
+) -> None:
+    import MySQLdb.cursors
+
+    config = {
+        **mariadb_server.connect_kwargs(database),
+        "cursorclass": MySQLdb.cursors.DictCursor,
+    }
+    pool = sp.start_pool(config, adapter="mysql", pool_size=1)
+    try:
+        assert sp.execute(pool, "SELECT 1 AS one").rows == [(1,)]
+        with sp.with_connection(pool) as conn:
+            cursor = conn.cursor()  # the caller's choice stays the default
+            cursor.execute("SELECT 1 AS one")
+            assert cursor.fetchone() == {"one": 1}
+    finally:
+        sp.stop_pool(pool)
+
+
+def test_extreme_timeouts_wait_rather_than_fail(
+    mariadb_server: LocalMariaDB, database: str
+) -> None:
+    pool = sp.start_pool(
+        mariadb_server.connect_kwargs(database),
+        adapter="mysql",
+        pool_size=1,
+        max_overflow=0,
+        checkout_timeout=1e300,
+        max_idle=1e300,
+    )
+    try:
+        held = sp.checkout(pool)
+        served: list[Any] = []
+        waiter = threading.Thread(target=lambda: served.append(sp.checkout(pool)))
+        waiter.start()
+        wait_for(lambda: sp.pool_stats(pool).waiting == 1, timeout=5)
+        sp.checkin(pool, held)
+        waiter.join(5)
+        assert len(served) == 1
+        sp.checkin(pool, served[0])
+    finally:
+        sp.stop_pool(pool)
