@@ -222,3 +222,24 @@ def test_a_forked_child_leaves_the_parents_sessions_alone(
         sp.checkin(pool, held)
         sp.stop_pool(pool)
         connections[alias].close()
+
+
+def test_a_connection_closed_by_its_user_is_replaced(
+    mariadb_server: LocalMariaDB, database: str
+) -> None:
+    pool = sp.start_pool(
+        mariadb_server.connect_kwargs(database),
+        adapter="mysql",
+        pool_size=1,
+        max_overflow=0,
+        checkout_timeout=2,
+    )
+    try:
+        conn = sp.checkout(pool)
+        conn.close()  # a careless caller
+        sp.checkin(pool, conn)
+        assert sp.execute(pool, "SELECT 1").rows == [(1,)]
+        stats = sp.pool_stats(pool)
+        assert (stats.connections, stats.connections_replaced) == (1, 1)
+    finally:
+        sp.stop_pool(pool)
