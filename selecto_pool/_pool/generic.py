@@ -158,7 +158,7 @@ class GenericPool(Upkeep[C]):
                 outcome = "broken"
             if outcome == "rolled back":
                 self._usage.count(usage.ROLLBACKS)
-                logger.info("rolled back a connection returned to %r", self.name)
+                logger.info("rolling back a connection returned to %r", self.name)
             if outcome == "broken":
                 with self._lock:
                     self._counts["lost"] += 1
