@@ -50,20 +50,28 @@ def test_requests_reuse_the_pools_connections(
     assert len(observer.sessions_on(database)) == 2
 
 
+@pytest.mark.parametrize("health_checks", [False, True])
 def test_a_checkout_costs_no_statement_and_the_session_is_djangos(
-    mysql_alias: Callable[..., str],
+    mysql_alias: Callable[..., str], health_checks: bool
 ) -> None:
     alias = mysql_alias(pool_size=1, max_overflow=0)
+    connections.settings[alias]["CONN_HEALTH_CHECKS"] = health_checks
+    connections[alias].close_pool()
 
-    def statements_so_far() -> int:
-        return session_status(alias, "Questions")
+    def commands_so_far() -> tuple[int, int]:
+        # Statements, and pings (which are not statements).
+        return session_status(alias, "Questions"), session_status(
+            alias, "Com_admin_commands"
+        )
 
-    before = request(alias, statements_so_far)
+    before = request(alias, commands_so_far)
     for _ in range(10):
         request(alias, Author.objects.using(alias).count)
-    after = request(alias, statements_so_far)
-    # 10 counts and the 2 SHOW STATUS: no SET, ping or ROLLBACK per checkout.
-    assert after - before == 11
+    after = request(alias, commands_so_far)
+    # 10 counts and the SHOW STATUS: no SET, ping or ROLLBACK per checkout;
+    # with CONN_HEALTH_CHECKS, a ping per checkout, as Django's backend.
+    pings = 11 if health_checks else 0
+    assert (after[0] - before[0], after[1] - before[1]) == (12, pings)
 
     def session() -> tuple[Any, ...]:
         with connections[alias].cursor() as cursor:
