@@ -3,8 +3,8 @@
 
 Standard library only (``testproject.runstate`` too), so that a fresh clone
 needs nothing but Python 3.10+: it keeps ``.venv`` up to date with
-``pip install -e .[test]`` (``.[test,bench]`` for ``dev.py bench``) and runs
-the tool from there.
+``pip install -e .[test]`` (``.[test,bench]`` for ``dev.py bench``; ``mysql``
+too where mysqlclient can be built) and runs the tool from there.
 
 ``dev.py test --versions oldest`` and ``--versions newest`` run the suite in
 ``.venv-oldest`` and ``.venv-newest`` instead (see ``COMBINATIONS``).
@@ -89,6 +89,7 @@ def replace_with(*cmd: str | Path) -> NoReturn:
 
 def ensure_venv(
     extras: tuple[str, ...] = ("test",),
+    optional: tuple[str, ...] = (),
     venv: Path = VENV,
     python: str = sys.executable,
     then: Callable[[Path], None] | None = None,
@@ -96,9 +97,11 @@ def ensure_venv(
     """Create ``venv`` and install the project into it when pyproject changed.
 
     The stamp also lists the extras installed, so that ``bench`` adds its own
-    once and ``test`` afterwards doesn't reinstall. ``then(venv_python)`` runs
-    after each install (the oldest combination pins its floors there).
-    Returns the venv's python.
+    once and ``test`` afterwards doesn't reinstall. ``optional`` extras are
+    installed too if they can be (``mysql`` is built from source); if not,
+    the others are, and the tests that need them are skipped.
+    ``then(venv_python)`` runs after each install (the oldest combination
+    pins its floors there). Returns the venv's python.
     """
     venv_python = venv / "bin" / "python"
     stamp_path = venv / STAMP_NAME
@@ -115,11 +118,22 @@ def ensure_venv(
     if stamp[:1] == [digest]:
         # A stamp without extras was written by `test`.
         installed = set(stamp[1].split(",")) if len(stamp) > 1 else {"test"}
-    if set(extras) <= installed:
+    if set(extras) | set(optional) <= installed:
         return venv_python
-    wanted = ",".join(sorted(installed | set(extras)))
+    wanted = ",".join(sorted(installed | set(extras) | set(optional)))
     print(f"dev.py: installing -e .[{wanted}] into {venv.name}", flush=True)
-    check(venv_python, "-m", "pip", "install", "-e", f".[{wanted}]")
+    install = [venv_python, "-m", "pip", "install", "-e"]
+    returncode = subprocess.call([*map(str, install), f".[{wanted}]"], cwd=ROOT)
+    if returncode:
+        if not optional:
+            raise SystemExit(returncode)
+        print(
+            f"dev.py: could not install the {', '.join(optional)} extra; the "
+            "tests that need it will be skipped",
+            flush=True,
+        )
+        wanted = ",".join(sorted((installed | set(extras)) - set(optional)))
+        check(*install, f".[{wanted}]")
     if then is not None:
         then(venv_python)
     stamp_path.write_text(f"{digest} {wanted}\n")
@@ -187,7 +201,7 @@ def pin_floors(venv_python: Path) -> None:
     check(*install, "--constraint", constraints)
 
 
-def combination_venv(name: str) -> Path:
+def combination_venv(name: str, optional: tuple[str, ...] = ()) -> Path:
     """Set up the venv of combination ``name``; return its python."""
     found = pythons()
     floor = lowest_python()
@@ -203,10 +217,15 @@ def combination_venv(name: str) -> Path:
                 flush=True,
             )
         return ensure_venv(
-            venv=ROOT / ".venv-oldest", python=found[version], then=pin_floors
+            optional=optional,
+            venv=ROOT / ".venv-oldest",
+            python=found[version],
+            then=pin_floors,
         )
     version = allowed[-1]
-    venv_python = ensure_venv(venv=ROOT / ".venv-newest", python=found[version])
+    venv_python = ensure_venv(
+        optional=optional, venv=ROOT / ".venv-newest", python=found[version]
+    )
     # Every run: a release since the last one is tested as soon as it is out,
     # past the caps that users get (pip warns about them; that is the point).
     print("dev.py: upgrading Django, psycopg and psycopg_pool", flush=True)
@@ -236,17 +255,11 @@ def _say_if_django_needs_newer_python(venv_python: Path, version: str) -> None:
         )
 
 
-def ensure_pgbouncer() -> None:
-    """Debian's pgbouncer, for tests/test_pgbouncer.py (skipped without it).
-
-    Installed when missing, on Debian-like machines where we are root (CI).
-    """
-    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
-        return
+def apt_install(*packages: str) -> bool:
+    """Install Debian packages if we can (root, apt-get); False if we can't."""
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        print("dev.py: no pgbouncer; its tests will be skipped", flush=True)
-        return
-    install = ["apt-get", "install", "-y", "-q", "pgbouncer"]
+        return False
+    install = ["apt-get", "install", "-y", "-q", *packages]
     quiet = {
         "stdout": subprocess.DEVNULL,
         "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
@@ -254,6 +267,43 @@ def ensure_pgbouncer() -> None:
     if subprocess.call(install, **quiet) != 0:
         subprocess.call(["apt-get", "update", "-q"], **quiet)
         subprocess.call(install, **quiet)
+    return True
+
+
+def ensure_pgbouncer() -> None:
+    """Debian's pgbouncer, for tests/test_pgbouncer.py (skipped without it).
+
+    Installed when missing, on Debian-like machines where we are root (CI).
+    """
+    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
+        return
+    if not apt_install("pgbouncer"):
+        print("dev.py: no pgbouncer; its tests will be skipped", flush=True)
+
+
+def mysql_client_headers() -> bool:
+    """Whether mysqlclient can be built here: pkg-config knows a client library
+    (the names its setup.py looks for)."""
+    return bool(shutil.which("pkg-config")) and any(
+        subprocess.call(["pkg-config", "--exists", name]) == 0
+        for name in ("mysqlclient", "mariadb", "libmariadb")
+    )
+
+
+def ensure_mariadb() -> tuple[str, ...]:
+    """Debian's MariaDB server and client headers, for tests/mysql (skipped
+    without them). Installed when missing, where we are root on Debian (CI).
+
+    Returns the extras to install if possible: ``mysql`` (mysqlclient, built
+    from source: PyPI has no Linux wheel) when the headers are there.
+    """
+    server = shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()
+    installed = server and mysql_client_headers()
+    if not installed and not apt_install(
+        "mariadb-server", "libmariadb-dev", "pkg-config"
+    ):
+        print("dev.py: no MariaDB; the MySQL tests will be skipped", flush=True)
+    return ("mysql",) if mysql_client_headers() else ()
 
 
 def test(pytest_args: list[str]) -> NoReturn:
@@ -263,16 +313,16 @@ def test(pytest_args: list[str]) -> NoReturn:
     once, by the default run), in that combination's venv.
     """
     combination, pytest_args = _versions_option(pytest_args)
+    ensure_pgbouncer()
+    optional = ensure_mariadb()
     if combination is None:
-        python = ensure_venv()
-        ensure_pgbouncer()
+        python = ensure_venv(optional=optional)
         check(python, "-m", "ruff", "check", ".")
         check(python, "-m", "ruff", "format", "--check", ".")
         check(VENV / "bin" / "lint-imports", "--no-cache")
         check(python, "-m", "mypy")
     else:
-        python = combination_venv(combination)
-        ensure_pgbouncer()
+        python = combination_venv(combination, optional)
     check(python, "-c", VERSIONS_SCRIPT)
     replace_with(python, "-m", "pytest", *pytest_args)
 
@@ -380,11 +430,14 @@ def main(argv: list[str]) -> None:
         # Everything after "test" is pytest's, verbatim: -k, -x, paths, even -h.
         test(argv[1:])
     if argv[:1] == ["django-suite"]:
-        ensure_venv()
+        ensure_venv(optional=ensure_mariadb() if "--mysql" in argv else ())
         replace_with(PYTHON, "-m", "tools.django_suite", *argv[1:])
     if argv[:1] == ["bench"]:
-        # Its own PostgreSQL, started and stopped by bench (or DATABASE_URL).
-        ensure_venv(("test", "bench"))
+        # Its own PostgreSQL or MariaDB, started and stopped by bench (or
+        # DATABASE_URL).
+        ensure_venv(
+            ("test", "bench"), optional=ensure_mariadb() if "--mysql" in argv else ()
+        )
         replace_with(PYTHON, "-m", "bench", *argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":

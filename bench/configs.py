@@ -5,6 +5,10 @@ Every configuration gets the same connection parameters (and an
 only the engine and its pooling options differ. ``TimeZone=UTC`` is set at
 connect time, as on a production server, so that no configuration pays an
 extra ``SET TIME ZONE`` per new connection.
+
+The ``mysql-*`` configurations (``python -m bench --mysql``) run on MariaDB,
+where connections are counted by database instead: each run has the
+benchmark database to itself.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 STOCK = "django.db.backends.postgresql"
 SELECTO = "selecto_pool.backend"
 DJ_DB_CONN_POOL = "dj_db_conn_pool.backends.postgresql"
+MYSQL_STOCK = "django.db.backends.mysql"
+MYSQL_SELECTO = "selecto_pool.backend.mysql"
+MYSQL_DJ_DB_CONN_POOL = "dj_db_conn_pool.backends.mysql"
 
 Settings = dict[str, Any]
 
@@ -34,6 +41,8 @@ class Config:
     apps: tuple[str, ...] = field(default=())
     #: The workloads it runs in (empty: all).
     only: tuple[str, ...] = field(default=())
+    #: "postgresql" or "mysql": which server it runs on.
+    vendor: str = "postgresql"
 
     def runs_in(self, workload: str) -> bool:
         return not self.only or workload in self.only
@@ -118,9 +127,55 @@ CONFIGS: dict[str, Config] = {
 }
 
 
+MYSQL_CONFIGS: dict[str, Config] = {
+    config.name: config
+    for config in (
+        Config(
+            "mysql-nopool",
+            "Django's MySQL backend, no pooling (CONN_MAX_AGE=0)",
+            pooled=False,
+            settings=lambda size: {"ENGINE": MYSQL_STOCK, "CONN_MAX_AGE": 0},
+            vendor="mysql",
+        ),
+        Config(
+            "mysql-persistent",
+            "Django's MySQL backend, persistent connections (CONN_MAX_AGE=None)",
+            pooled=False,
+            settings=lambda size: {"ENGINE": MYSQL_STOCK, "CONN_MAX_AGE": None},
+            vendor="mysql",
+        ),
+        Config(
+            "mysql-djdbcp",
+            "django-db-connection-pool's MySQL backend (SQLAlchemy QueuePool)",
+            pooled=True,
+            settings=lambda size: {
+                "ENGINE": MYSQL_DJ_DB_CONN_POOL,
+                "POOL_OPTIONS": {"POOL_SIZE": size, "MAX_OVERFLOW": 0},
+            },
+            vendor="mysql",
+        ),
+        Config(
+            "mysql-selecto",
+            "selecto-pool's MySQL ENGINE (defaults)",
+            pooled=True,
+            settings=lambda size: {
+                "ENGINE": MYSQL_SELECTO,
+                "OPTIONS": {"pool": {"pool_size": size, "max_overflow": 0}},
+            },
+            apps=("selecto_pool",),
+            vendor="mysql",
+        ),
+    )
+}
+#: Every configuration by name, for the workers.
+ALL_CONFIGS = {**CONFIGS, **MYSQL_CONFIGS}
+
+
 def database(config: Config, base: Settings, app_name: str, size: int) -> Settings:
     """``base`` (from DATABASE_URL) configured as ``config`` for one run."""
     own = config.settings(size)
+    if config.vendor == "mysql":
+        return {**base, **own}
     options = {
         "application_name": app_name,
         "options": "-c TimeZone=UTC",

@@ -1,7 +1,8 @@
 """selecto-pool: a production-grade PostgreSQL connection pool for Django.
 
-Use it as a database backend (``ENGINE: "selecto_pool.backend"``) and, without
-the ORM, through the functions below, which share the ORM's pools.
+Use it as a database backend (``ENGINE: "selecto_pool.backend"``, or
+``"selecto_pool.backend.mysql"`` for MySQL and MariaDB) and, without the ORM,
+through the functions below, which share the ORM's pools.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._api import (
     with_connection,
 )
 from ._config.options import PoolOptions
+from ._pool.mysql import MySQLPool
 from ._pool.pool import SelectoPool
 from ._pool.stats import PoolStats
 from .errors import (
@@ -33,6 +35,7 @@ from .errors import (
 __all__ = [
     "CheckoutTimeout",
     "IncompatibleVersion",
+    "MySQLPool",
     "PoolClosed",
     "PoolError",
     "PoolOptions",

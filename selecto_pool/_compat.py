@@ -135,6 +135,16 @@ def non_atomic_for_every_database(view: Callable[..., Any]) -> None:
     view._non_atomic_requests = _EveryAlias()  # type: ignore[attr-defined]
 
 
+def mysql_native_connection(conn: Any) -> Any:
+    """The ``MYSQL*`` of a mysqlclient connection, in a capsule.
+
+    mysqlclient offers no public way to it (nor to the server's transaction
+    status, which MariaDB's client library reads from it without a round
+    trip: see _conn.mysql_status).
+    """
+    return conn._get_native_connection()
+
+
 _passed: set[str] = set()
 _check_lock = threading.Lock()
 
@@ -199,17 +209,41 @@ def _has(owner: Any, name: str) -> bool:
     return hasattr(owner, name)
 
 
-_CHECKS = {"psycopg": _psycopg_problems, "django": _django_problems}
+def _mysql_problems() -> list[str]:
+    """What mysqlclient and Django's MySQL backend lack of what is used here."""
+    import django
+    import MySQLdb
+    import MySQLdb.connections  # not imported by MySQLdb itself
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    problems = []
+    if not _has(MySQLdb.connections.Connection, "_get_native_connection"):
+        problems.append(
+            f"mysqlclient {getattr(MySQLdb, '__version__', '?')}: "
+            "Connection._get_native_connection"
+        )
+    if not _has(BaseDatabaseWrapper, "_close"):
+        problems.append(f"Django {django.__version__}: BaseDatabaseWrapper._close")
+    return problems
 
 
-def check(*, django: bool = False) -> None:
+_CHECKS = {
+    "psycopg": _psycopg_problems,
+    "django": _django_problems,
+    "mysql": _mysql_problems,
+}
+
+
+def check(*, django: bool = False, mysql: bool = False) -> None:
     """Fail loudly if an installed library lacks a private name used here.
 
     Each part runs once per process: psycopg's and psycopg_pool's when the
     first pool opens, Django's (``django=True``) when the backend builds its
-    first pool; never at import.
+    first pool, mysqlclient's (``mysql=True``) when the first MySQL pool
+    opens; never at import.
     """
-    for part in ("psycopg", "django") if django else ("psycopg",):
+    parts = ("mysql",) if mysql else ("psycopg", "django") if django else ("psycopg",)
+    for part in parts:
         if part in _passed:
             continue
         with _check_lock:

@@ -23,17 +23,28 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
 from ._config.health import health_settings
+from ._config.mysql import resolve_mysql_options
 from ._config.options import MAX_CONNECTIONS, PoolOptions, resolve_options
 
 ENGINE = "selecto_pool.backend"
+MYSQL_ENGINE = "selecto_pool.backend.mysql"
 
 
 def _pooled_settings() -> dict[str, dict[str, Any]]:
     return {
         alias: settings_dict
         for alias, settings_dict in settings.DATABASES.items()
-        if settings_dict.get("ENGINE") == ENGINE
+        if settings_dict.get("ENGINE") in (ENGINE, MYSQL_ENGINE)
     }
+
+
+def _resolve(alias: str, settings_dict: dict[str, Any]) -> PoolOptions:
+    resolve = (
+        resolve_mysql_options
+        if settings_dict.get("ENGINE") == MYSQL_ENGINE
+        else resolve_options
+    )
+    return resolve(alias, settings_dict, getattr(settings, "SELECTO_POOL", None))
 
 
 @register()
@@ -47,9 +58,7 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
 
 def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessage]:
     try:
-        options = resolve_options(
-            alias, settings_dict, getattr(settings, "SELECTO_POOL", None)
-        )
+        options = _resolve(alias, settings_dict)
     except ImproperlyConfigured as exc:
         check_id = "E002" if "CONN_MAX_AGE" in str(exc) else "E001"
         return [Error(str(exc), id=f"selecto_pool.{check_id}")]
@@ -89,7 +98,8 @@ def _health_errors() -> list[CheckMessage]:
         return [
             Error(
                 f"SELECTO_POOL_HEALTH['database'] = {config.database!r} is not a "
-                f"database alias using {ENGINE!r} with pooling on.",
+                f"database alias using {ENGINE!r} or {MYSQL_ENGINE!r} with "
+                "pooling on.",
                 id="selecto_pool.E004",
             )
         ]
@@ -101,8 +111,7 @@ def _is_pooled(alias: str) -> bool:
     if settings_dict is None:
         return False
     try:
-        project_defaults = getattr(settings, "SELECTO_POOL", None)
-        return resolve_options(alias, settings_dict, project_defaults).enabled
+        return _resolve(alias, settings_dict).enabled
     except ImproperlyConfigured:
         return True  # reported as E001/E002 already
 
@@ -162,8 +171,12 @@ def check_server_capacity(
 
 
 def _server_limit(alias: str) -> int:
-    """``max_connections`` less the reserved slots (PostgreSQL 16 added some)."""
+    """``max_connections`` less the reserved slots (PostgreSQL 16 added some);
+    MySQL's ``max_connections`` (its extra one is for administrators)."""
     with connections[alias].cursor() as cursor:
+        if connections[alias].vendor == "mysql":
+            cursor.execute("SELECT @@max_connections")
+            return int(cursor.fetchone()[0])
         cursor.execute(
             "SELECT current_setting('max_connections')::int"
             " - current_setting('superuser_reserved_connections')::int"

@@ -55,9 +55,11 @@ def _database_url() -> str:
 
 DATABASES = {"default": environ.Env.db_url_config(_database_url())}
 # Comparing with Django's own backend (django.db.backends.postgresql) is one
-# variable away.
+# variable away. A mysql:// URL gets the MySQL ENGINE.
+_mysql = DATABASES["default"]["ENGINE"] == "django.db.backends.mysql"
 DATABASES["default"]["ENGINE"] = env(
-    "SELECTO_DEMO_ENGINE", default="selecto_pool.backend"
+    "SELECTO_DEMO_ENGINE",
+    default="selecto_pool.backend.mysql" if _mysql else "selecto_pool.backend",
 )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # runserver copies os.environ, DATABASE_URL included, into request.META, and

@@ -24,7 +24,8 @@ It also tells two kinds of failure apart, which call for opposite retries:
 libpq reports no SQLSTATE for a failed connection, only its message: a
 server's error is printed with its severity (``FATAL:  ...``, two spaces,
 in any language), libpq's own errors without one; and psycopg tells whether
-the server asked for a password.
+the server asked for a password. MySQL's client library gives error codes:
+``MYSQL_REFUSALS`` are the server's answers.
 """
 
 from __future__ import annotations
@@ -58,8 +59,18 @@ _NOT_YET = re.compile(
 )
 
 
+#: MySQL/MariaDB server errors that refuse a login: access denied (1044,
+#: 1045, 1698), unknown database (1049), too many connections (1040, 1203,
+#: 1226), host blocked or not allowed (1129, 1130), old auth (1251).
+MYSQL_REFUSALS = frozenset({1040, 1044, 1045, 1049, 1129, 1130, 1203, 1226, 1251, 1698})
+
+
 def refused_login(exc: BaseException) -> bool:
     """Whether the server answered this connection attempt and turned it down."""
+    if not isinstance(exc, psycopg.Error):
+        # mysqlclient's errors carry (code, message).
+        code = exc.args[0] if exc.args else None
+        return isinstance(code, int) and code in MYSQL_REFUSALS
     message = str(exc)
     if _NOT_YET.search(message):
         return False
@@ -133,11 +144,22 @@ class OutageLog:
         )
 
     def failed(
-        self, exc: psycopg.Error, conninfo: str, kwargs: dict[str, Any]
-    ) -> psycopg.Error:
-        """Record a failed attempt; the error to raise, the password masked."""
+        self,
+        exc: BaseException,
+        conninfo: str = "",
+        kwargs: dict[str, Any] | None = None,
+    ) -> BaseException:
+        """Record a failed attempt; the error to raise, the password masked.
+
+        psycopg's messages may echo connection parameters (``conninfo`` and
+        ``kwargs`` say which hold secrets); MySQL's name only user and host.
+        """
         refused = refused_login(exc)
-        error = redacted(exc, *connection_secrets(conninfo, kwargs))
+        error = (
+            redacted(exc, *connection_secrets(conninfo, kwargs or {}))
+            if isinstance(exc, psycopg.Error)
+            else exc
+        )
         now = time.monotonic()
         with self._lock:
             self.failures += 1

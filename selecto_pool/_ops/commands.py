@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser
 from django.db import connections
 
-from .._process import control_client
+from .._process import control_client, registry
+from ..backend import engines
+
+#: What the commands say about a MySQL alias (docs/operations.md).
+MYSQL_NOTE = (
+    "DATABASES[{alias!r}] is a MySQL database, which has no LISTEN/NOTIFY: "
+    "other processes can't be asked, only this process's pool is shown. Each "
+    "process serves its own pool's figures at /health/db?format=openmetrics."
+)
+MYSQL_CLEAR_NOTE = (
+    "DATABASES[{alias!r}] is a MySQL database: its connections prepare "
+    "nothing, there is nothing to clear."
+)
 
 
 def add_common_arguments(parser: CommandParser) -> None:
@@ -33,24 +47,33 @@ def add_common_arguments(parser: CommandParser) -> None:
 
 def pooled_aliases(database: str | None) -> list[str]:
     """The aliases using selecto_pool with pooling on (or ``database`` alone)."""
-    from ..backend.base import DatabaseWrapper
-
     aliases = [database] if database else list(connections)
     wrappers = {alias: connections[alias] for alias in aliases}
     chosen = [
         alias
         for alias, wrapper in wrappers.items()
-        if isinstance(wrapper, DatabaseWrapper) and wrapper.pool_options.enabled
+        if engines.is_selecto(wrapper) and wrapper.pool_options.enabled  # type: ignore[attr-defined]
     ]
     if database and not chosen:
         raise CommandError(
-            f"database {database!r} does not use selecto_pool.backend with pooling on"
+            f"database {database!r} does not use selecto_pool.backend or "
+            "selecto_pool.backend.mysql with pooling on"
         )
     return chosen
 
 
+def local_only(alias: str) -> bool:
+    """Whether only this process can answer for ``alias`` (MySQL)."""
+    return engines.is_mysql(connections[alias])
+
+
 def ask(alias: str, operation: str, timeout: float) -> control_client.Gathered:
-    """Ask every process with a pool for ``alias`` (over the alias's database)."""
+    """Ask every process with a pool for ``alias`` (over the alias's database).
+
+    A MySQL alias is answered by this process alone (see ``MYSQL_NOTE``).
+    """
+    if local_only(alias):
+        return _this_process(alias, operation)
     wrapper = connections[alias]
     params: dict[str, Any] = wrapper.get_connection_params()
     try:
@@ -70,3 +93,20 @@ def rejected_note(rejected: int) -> str:
         f"Ignored {rejected} reply(ies) that could not be verified: not signed "
         "with this project's SECRET_KEY for this request (forged, or broken)."
     )
+
+
+def _this_process(alias: str, operation: str) -> control_client.Gathered:
+    gathered = control_client.Gathered()
+    pool = registry.get(alias)
+    if pool is not None:
+        answer: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "alias": alias,
+        }
+        if operation == "stats":
+            answer["stats"] = pool.stats().as_dict()
+        else:
+            answer["cleared"] = pool.clear_prepared()
+        gathered.answers.append(answer)
+    return gathered

@@ -10,27 +10,34 @@ may stall. So:
   idle it looks again until the deadline; if the application kept checking
   connections out meanwhile, the database is serving it, and the pool's
   counters say so;
-* its ``SELECT 1`` has a deadline. psycopg has no client-side timeout for a
-  query, and on a stalled network neither ``statement_timeout`` (the server
-  never sees the query) nor a cancel request (stalled too) helps; so the
-  query is sent and awaited with libpq's non-blocking calls, and when the
-  deadline passes the connection, whose reply may still be on its way, is
-  closed and the pool replaces it.
+* its ``SELECT 1`` has a deadline. Neither psycopg nor mysqlclient has a
+  client-side timeout for a query, and on a stalled network neither
+  ``statement_timeout`` (the server never sees the query) nor a cancel
+  request (stalled too) helps; so the query is sent and its answer awaited
+  on the socket with the deadline (libpq's non-blocking calls; mysqlclient's
+  ``send_query()``, see ``_conn.mysql``), and when the deadline passes the
+  connection, whose reply may still be on its way, is closed and the pool
+  replaces it.
+
+It works on any pool of ``_pool.abc.Pool``: PostgreSQL's and MySQL's.
 """
 
 from __future__ import annotations
 
 import selectors
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from django.db import DatabaseError
 from psycopg import pq
 
 from .._config.health import HealthSettings
-from .._pool.pool import Connection, SelectoPool
+from .._conn import mysql
+from .._pool.abc import Pool
 from .._pool.stats import PoolStats
 from .._process import registry
 from ..errors import ProbeTimeout
@@ -65,7 +72,7 @@ _lock = threading.Lock()
 _flights: dict[str, _Flight] = {}
 
 
-def probe(alias: str, pool: SelectoPool, config: HealthSettings) -> ProbeResult:
+def probe(alias: str, pool: Pool, config: HealthSettings) -> ProbeResult:
     """This process's answer for ``alias``, within probe_timeout + MARGIN."""
     if _saturated(pool.stats(), config):
         # Don't add to the queue of clients the pool can't serve already.
@@ -102,19 +109,23 @@ def _saturated(stats: PoolStats, config: HealthSettings) -> bool:
     )
 
 
-def _probe_once(pool: SelectoPool, deadline: float) -> ProbeResult:
+def _probe_once(pool: Pool, deadline: float) -> ProbeResult:
     started = time.monotonic()
     checkouts = pool.stats().checkouts
     while (conn := pool.getconn_if_idle()) is None:
         if time.monotonic() >= deadline:
             return _from_counters(pool.stats(), checkouts)
         time.sleep(_IDLE_POLL)
+    answer_by = max(deadline, time.monotonic() + MARGIN)
     try:
-        select_one(conn, max(deadline, time.monotonic() + MARGIN))
+        if isinstance(conn, psycopg.Connection):
+            select_one(conn, answer_by)
+        else:
+            mysql.select_one(conn, answer_by)
     except ProbeTimeout:
         conn.close()  # a reply may still come: the pool replaces it
         return ProbeResult("unavailable", error="ProbeTimeout")
-    except psycopg.Error as exc:
+    except _driver_errors() as exc:
         return ProbeResult("unavailable", error=type(exc).__name__)
     finally:
         pool.putconn(conn)
@@ -132,7 +143,14 @@ def _from_counters(stats: PoolStats, checkouts_before: int) -> ProbeResult:
     return ProbeResult("saturated")
 
 
-def select_one(conn: Connection, deadline: float) -> None:
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """psycopg's errors, and mysqlclient's where it is imported (a MySQL pool
+    exists only then)."""
+    mysqldb = sys.modules.get("MySQLdb")
+    return (psycopg.Error, *((mysqldb.Error,) if mysqldb is not None else ()))
+
+
+def select_one(conn: psycopg.Connection[Any], deadline: float) -> None:
     """``SELECT 1`` on ``conn``; ``ProbeTimeout`` if unanswered at ``deadline``."""
     pgconn = conn.pgconn
     pgconn.send_query(b"SELECT 1")

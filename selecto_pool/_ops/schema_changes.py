@@ -11,6 +11,7 @@ from django.db import connections
 
 from .._conn.statements import cache_of
 from .._process import control_client, registry
+from ..backend import engines
 
 logger = logging.getLogger("selecto_pool.statements")
 
@@ -39,8 +40,8 @@ def invalidate_statement_caches(
             cursor.execute("DEALLOCATE ALL")
     for pool in registry.all_pools().values():
         pool.clear_prepared()
-    if using not in registry.all_pools():
-        return
+    if using not in registry.all_pools() or engines.is_mysql(migrating):
+        return  # MySQL: nothing prepared, and no LISTEN/NOTIFY to ask with
     try:
         control_client.broadcast(connections[using].get_connection_params(), "clear")
     except (psycopg.Error, ImproperlyConfigured) as exc:

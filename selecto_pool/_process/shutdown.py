@@ -19,12 +19,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .._pool.pool import SelectoPool
+    from .._pool.abc import Pool
 
 logger = logging.getLogger("selecto_pool.pool")
 
 
-def stop_pools(pools: Iterable[SelectoPool]) -> None:
+def stop_pools(pools: Iterable[Pool]) -> None:
     """Drain and close the open ``pools`` this process owns (not inherited ones)."""
     owned = [
         pool for pool in pools if pool.owner_pid == os.getpid() and not pool.closed

@@ -7,7 +7,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ..._ops.commands import add_common_arguments, ask, pooled_aliases, rejected_note
+from ..._ops.commands import (
+    MYSQL_CLEAR_NOTE,
+    add_common_arguments,
+    ask,
+    local_only,
+    pooled_aliases,
+    rejected_note,
+)
 from ..._process import registry
 
 
@@ -24,6 +31,8 @@ class Command(BaseCommand):
         processes = connections = rejected = 0
         silent: list[dict[str, Any]] = []
         for alias in pooled_aliases(options["database"]):
+            if local_only(alias):
+                self.stderr.write(MYSQL_CLEAR_NOTE.format(alias=alias))
             if options["local"]:
                 pool = registry.get(alias)
                 if pool is not None:

@@ -11,7 +11,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ..._ops import report
-from ..._ops.commands import add_common_arguments, ask, pooled_aliases, rejected_note
+from ..._ops.commands import (
+    MYSQL_NOTE,
+    add_common_arguments,
+    ask,
+    local_only,
+    pooled_aliases,
+    rejected_note,
+)
 from ..._process import registry
 
 
@@ -33,6 +40,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["watch"] is not None and options["watch"] <= 0:
             raise CommandError("--watch takes a number of seconds > 0")
+        if not options["local"]:
+            for alias in pooled_aliases(options["database"]):
+                if local_only(alias):
+                    self.stderr.write(MYSQL_NOTE.format(alias=alias))
         try:
             while True:
                 rows, rejected = self._collect(options)
