@@ -1,12 +1,14 @@
-"""Pool options of a MySQL or MariaDB database: PostgreSQL's, less four.
+"""Pool options of a MySQL or MariaDB database: PostgreSQL's, less six.
 
-The options are parsed by ``options`` exactly as for PostgreSQL; four of them
+The options are parsed by ``options`` exactly as for PostgreSQL; six of them
 mean nothing on MySQL, and setting one to anything but "off" is an error
 naming it, its value and why (never a silently ignored option):
 
-* ``prepared_statement_cache_size`` and ``prepare_threshold``: mysqlclient,
-  Django's MySQL driver, binds parameters on the client; there are no
-  server-side prepared statements to cache (docs/prepared-statements.md);
+* ``prepared_statement_cache_size``, ``prepared_statement_cache_mib`` and
+  ``prepare_threshold``: mysqlclient, Django's MySQL driver, binds parameters
+  on the client; there are no server-side prepared statements to cache
+  (docs/prepared-statements.md);
+* ``reset``: its resets are PostgreSQL statements;
 * ``pgbouncer``: PgBouncer is PostgreSQL's;
 * ``control``: the commands reach other processes over LISTEN/NOTIFY, which
   MySQL doesn't have (docs/operations.md).
@@ -33,6 +35,17 @@ _POSTGRESQL_ONLY: dict[str, tuple[Any, str, str]] = {
         lambda value: value is None,
         "None, or leave it out",
         "mysqlclient binds parameters on the client: MySQL connections prepare nothing",
+    ),
+    "prepared_statement_cache_mib": (
+        lambda value: False,
+        "to leave it out",
+        "mysqlclient binds parameters on the client: MySQL connections prepare nothing",
+    ),
+    "reset": (
+        lambda value: value is None,
+        "None, or leave it out",
+        "its resets are PostgreSQL statements (RESET ALL, DISCARD ...); MySQL "
+        "connections are rolled back and put back in autocommit on return",
     ),
     "pgbouncer": (
         lambda value: value == "off",

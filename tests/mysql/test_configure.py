@@ -71,7 +71,18 @@ def test_pool_options_mean_what_they_mean_on_postgresql() -> None:
         (
             {"pool": {"pool_size": "ten"}},
             None,
-            "['pool_size'] = 'ten' is invalid: expected an integer >= 0.",
+            "['pool_size'] = 'ten' is invalid: expected an integer >= 0, at most",
+        ),
+        (
+            {"pool": {"reset": "session"}},
+            None,
+            "['reset'] = 'session' is invalid for a MySQL database (its resets "
+            "are PostgreSQL statements",
+        ),
+        (
+            {"pool": {"prepared_statement_cache_mib": 8}},
+            None,
+            "['prepared_statement_cache_mib'] = 8 is invalid for a MySQL database",
         ),
     ],
 )

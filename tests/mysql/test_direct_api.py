@@ -11,6 +11,7 @@ import pytest
 
 import selecto_pool as sp
 from selecto_pool import CheckoutTimeout, MySQLPool, PoolClosed
+from selecto_pool._config.options import MAXIMA
 from testproject.mariaserver import LocalMariaDB
 
 from ..support.clients import wait_for
@@ -225,7 +226,7 @@ def test_execute_returns_tuples_whatever_the_cursor_class(
         sp.stop_pool(pool)
 
 
-def test_extreme_timeouts_wait_rather_than_fail(
+def test_the_largest_timeouts_wait_rather_than_fail(
     mariadb_server: LocalMariaDB, database: str
 ) -> None:
     pool = sp.start_pool(
@@ -233,8 +234,9 @@ def test_extreme_timeouts_wait_rather_than_fail(
         adapter="mysql",
         pool_size=1,
         max_overflow=0,
-        checkout_timeout=1e300,
-        max_idle=1e300,
+        # The maxima (values above them are refused: tests/test_limits.py).
+        checkout_timeout=MAXIMA["checkout_timeout"],
+        max_idle=MAXIMA["max_idle"],
     )
     try:
         held = sp.checkout(pool)
