@@ -26,13 +26,15 @@ from ._config.health import health_settings
 from ._config.options import MAX_CONNECTIONS, PoolOptions, resolve_options
 
 ENGINE = "selecto_pool.backend"
+#: The ENGINEs built on selecto_pool.backend, each with its pool options.
+ENGINES = (ENGINE, "selecto_pool.backend.prometheus")
 
 
 def _pooled_settings() -> dict[str, dict[str, Any]]:
     return {
         alias: settings_dict
         for alias, settings_dict in settings.DATABASES.items()
-        if settings_dict.get("ENGINE") == ENGINE
+        if settings_dict.get("ENGINE") in ENGINES
     }
 
 

@@ -45,6 +45,22 @@ DATABASES = {
         "selecto-single",
         {"pool_size": 1, "max_overflow": 0, "checkout_timeout": 3, "control": False},
     ),
+    # selecto_pool.backend.prometheus, and django-prometheus's own backend
+    # (whose counts it must match), on the default alias's test database.
+    "prometheus": {
+        **_alias(
+            "selecto-prometheus",
+            {"pool_size": 1, "max_overflow": 0, "prepare_threshold": 2},
+        ),
+        "ENGINE": "selecto_pool.backend.prometheus",
+        "TEST": {"MIRROR": "default"},
+    },
+    "stock_prometheus": {
+        **_alias("stock-prometheus", False),
+        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "OPTIONS": {"application_name": "stock-prometheus"},
+        "TEST": {"MIRROR": "default"},
+    },
     # Its own server, which tests stop and start; never a test database.
     "spare": {
         **environ.Env.db_url_config(spare_server().url),

@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from .own_statements import run_own
+
 logger = logging.getLogger("selecto_pool.pool")
 
 IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
@@ -29,7 +31,7 @@ def clean(conn: psycopg.Connection[Any], *, deallocate: bool, pool_name: str) ->
         if not conn.autocommit:
             conn.autocommit = True
         if deallocate:
-            conn.execute("DEALLOCATE ALL")
+            run_own(conn, "DEALLOCATE ALL")
     except psycopg.Error as exc:
         logger.warning(
             "discarding a connection of %r that could not be reset: %s",
