@@ -28,13 +28,15 @@ from ._config.options import MAX_CONNECTIONS, PoolOptions, resolve_options
 
 ENGINE = "selecto_pool.backend"
 MYSQL_ENGINE = "selecto_pool.backend.mysql"
+#: The ENGINEs built on selecto_pool.backend, each with its pool options.
+ENGINES = (ENGINE, "selecto_pool.backend.prometheus", MYSQL_ENGINE)
 
 
 def _pooled_settings() -> dict[str, dict[str, Any]]:
     return {
         alias: settings_dict
         for alias, settings_dict in settings.DATABASES.items()
-        if settings_dict.get("ENGINE") in (ENGINE, MYSQL_ENGINE)
+        if settings_dict.get("ENGINE") in ENGINES
     }
 
 

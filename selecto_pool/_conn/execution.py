@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import pq
 
+from .own_statements import run_own
 from .statements import cache_of, distrust_prepared
 
 IDLE = pq.TransactionStatus.IDLE
@@ -216,7 +217,7 @@ def _guarded(
     conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None
 ) -> None:
     """A server-side run inside a transaction, before it is verified."""
-    conn.execute(_SAVEPOINT)
+    run_own(conn, _SAVEPOINT)
     try:
         attempt.server_side(prepare)
     except psycopg.Error as exc:
@@ -227,12 +228,12 @@ def _guarded(
             # Django's savepoint or entirely, drops this savepoint too.
             raise
         reused = _reused(conn)  # before the next command resets it
-        conn.execute(_ROLLBACK_TO)
+        run_own(conn, _ROLLBACK_TO)
         if not _rerun_afresh(conn, attempt, exc, reused, guarded=True):
-            conn.execute(_RELEASE)
+            run_own(conn, _RELEASE)
             _decisions.update(attempt.signature, _rejected)
             return _fall_back(conn, attempt)
-    conn.execute(_RELEASE)
+    run_own(conn, _RELEASE)
     _decisions.update(attempt.signature, _verified)
 
 
@@ -265,7 +266,7 @@ def _rerun_afresh(
         if again.sqlstate not in _NOT_PREPARABLE:
             raise
         if guarded:
-            conn.execute(_ROLLBACK_TO)
+            run_own(conn, _ROLLBACK_TO)
         return False
     return True
 

@@ -22,6 +22,7 @@ import psycopg
 from psycopg.pq import PipelineStatus, TransactionStatus
 
 from . import statements
+from .own_statements import run_own
 from .watchdog import Watchdog
 
 logger = logging.getLogger("selecto_pool.pool")
@@ -42,7 +43,7 @@ SESSION_RESET = (
 
 def reset_session(conn: Connection) -> None:
     """The ``"session"`` reset: session state cleared, statements kept."""
-    conn.execute(SESSION_RESET, prepare=False)
+    run_own(conn, SESSION_RESET)
 
 
 def discard_all(conn: Connection) -> None:
@@ -51,7 +52,7 @@ def discard_all(conn: Connection) -> None:
     psycopg sees the command and forgets the statements (see
     ``StatementCache._should_discard``).
     """
-    conn.execute("DISCARD ALL", prepare=False)
+    run_own(conn, "DISCARD ALL")
 
 
 #: The implementations of the option's RESET_NAMES.
@@ -176,7 +177,7 @@ class Cleaner:
         if reset and self._reset is not None:
             self._run_reset(conn, self._reset)
         if deallocate:
-            conn.execute("DEALLOCATE ALL")
+            run_own(conn, "DEALLOCATE ALL")
 
     def _run_reset(
         self, conn: Connection, reset: Callable[[Connection], object]

@@ -34,6 +34,7 @@ from psycopg.abc import PQGen
 
 from .._compat import Prepare, PrepareManager, prepare_manager_of, set_prepare_manager
 from . import literals
+from .own_statements import run_own
 
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
 
@@ -260,7 +261,7 @@ def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
     if row is not None and row[0] < cache.statements:
         # psycopg forgets every statement on seeing the command; the rest
         # are deallocated at once, before anything is prepared again.
-        conn.execute("DEALLOCATE ALL", prepare=False)
+        run_own(conn, "DEALLOCATE ALL")
 
 
 def cache_of(conn: psycopg.Connection[Any]) -> StatementCache | None:

@@ -81,6 +81,10 @@ class Responder:
             **TCP_KEEPALIVE_DEFAULTS,
             **connect_kwargs,
             "autocommit": True,
+            # Its statements are not the application's: not through the
+            # cursor class the ENGINE chose, which may count them
+            # (selecto_pool.backend.prometheus).
+            "cursor_factory": psycopg.ClientCursor,
             # PostgreSQL truncates application_name to 63 bytes.
             "application_name": f"{APPLICATION_PREFIX}{os.getpid()}:{alias}"[:63],
         }

@@ -82,7 +82,14 @@ def broadcast(connect_kwargs: Mapping[str, Any], operation: str) -> None:
 
 
 def _connect(connect_kwargs: Mapping[str, Any]) -> psycopg.Connection[Any]:
-    kwargs = {**connect_kwargs, "autocommit": True, "application_name": _CLIENT_NAME}
+    kwargs = {
+        **connect_kwargs,
+        "autocommit": True,
+        "application_name": _CLIENT_NAME,
+        # Not the cursor class the ENGINE chose, which may count the
+        # application's statements (selecto_pool.backend.prometheus).
+        "cursor_factory": psycopg.ClientCursor,
+    }
     return psycopg.connect(**kwargs)
 
 

@@ -151,6 +151,14 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         params.setdefault("connect_timeout", self.pool_options.connection_timeout)
         return params
 
+    def pooled_cursor_class(self) -> type[psycopg.Cursor[Any]]:
+        """The cursor class of pooled connections that prepare statements.
+
+        A subclass may wrap it: ``selecto_pool.backend.prometheus`` counts
+        queries with django-prometheus's cursor class around it.
+        """
+        return SelectoCursor
+
     def _pool_target(self) -> tuple[Any, ...]:
         settings_dict = self.settings_dict
         return (
@@ -167,7 +175,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # Pooled connections rest in autocommit; Django sets its mode on checkout.
         kwargs["autocommit"] = True
         if self.pool_options.prepares:
-            kwargs["cursor_factory"] = SelectoCursor
+            kwargs["cursor_factory"] = self.pooled_cursor_class()
         # CONN_HEALTH_CHECKS adds psycopg_pool's round-trip check at checkout
         # (as with Django's native pool) to the pool's own free liveness test.
         health_checks = self.settings_dict["CONN_HEALTH_CHECKS"]
