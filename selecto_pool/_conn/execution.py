@@ -25,6 +25,7 @@ signature, the server-side way and the stock way) and ``run()`` decides.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -94,11 +95,17 @@ class _Decisions:
         self._states: OrderedDict[int, int] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._fork_safe = False
 
     def get(self, key: int) -> int:
         return self._states.get(key, 0)
 
     def update(self, key: int, change: Callable[[int], int]) -> int:
+        if not self._fork_safe:
+            # Registered on first use, not at import. A thread of the parent
+            # may hold the lock at fork(): the child gets a lock of its own.
+            os.register_at_fork(after_in_child=self._new_lock)
+            self._fork_safe = True
         with self._lock:
             state = change(self._states.get(key, 0))
             self._states[key] = state
@@ -106,6 +113,10 @@ class _Decisions:
                 # The oldest first: statements built with ever-new text.
                 self._states.popitem(last=False)
             return state
+
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
 
 _decisions = _Decisions()
