@@ -120,6 +120,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             timeout=options.checkout_timeout,
             max_lifetime=options.max_lifetime,
             max_idle=options.max_idle,
+            max_waiting=options.max_waiting,
+            num_workers=options.num_workers,
         )
         # Nothing is recorded at checkout unless leak detection is on.
         self._leaks = (
