@@ -25,6 +25,7 @@ from django.test import override_settings
 
 from selecto_pool import get_pool
 from selecto_pool._pool.pool import SelectoPool
+from testproject.pgserver import free_port
 
 from .support.database import url_of, wrapper_for_settings
 from .support.hostile import extra_alias
@@ -40,6 +41,7 @@ SIZES = (
     "max_idle",
     "max_waiting",
     "num_workers",
+    "reconnect_timeout",
 )
 
 
@@ -75,6 +77,7 @@ def native_pool(pool: Any, alias: str) -> psycopg_pool.ConnectionPool[Any]:
         {"min_size": 0, "max_size": 3},
         {"max_lifetime": 600, "max_idle": 120},
         {"max_waiting": 5, "num_workers": 2, "timeout": 0.5},
+        {"reconnect_timeout": 60, "min_size": 1},
     ],
     ids=str,
 )
@@ -214,21 +217,35 @@ def test_max_waiting_refuses_the_client_too_many(no_control: None) -> None:
             waiter.join(10)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_reconnect_failed_is_called_after_reconnect_timeout(no_control: None) -> None:
+    gave_up = threading.Event()
+    pool_setting = {
+        "min_size": 1,
+        "reconnect_timeout": 1,
+        "reconnect_failed": lambda pool: gave_up.set(),
+    }
+    # Nothing listens there: every attempt is refused at once.
+    with extra_alias("gone", PORT=str(free_port()), OPTIONS={"pool": pool_setting}):
+        get_pool("gone")
+        assert gave_up.wait(20), "reconnect_failed was not called"
+
+
 @pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
 def test_keys_that_do_nothing_here_are_reported(
     no_control: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pool = {"min_size": 1, "name": "web", "reconnect_timeout": 60}
+    pool = {"min_size": 1, "name": "web", "close_returns": True}
     databases = {
         "default": {**connections["default"].settings_dict, "OPTIONS": {"pool": pool}}
     }
     with override_settings(DATABASES=databases):
         warnings = [m for m in run_checks() if m.id == "selecto_pool.W004"]
     assert sorted(w.msg.split("[")[-1].split("]")[0] for w in warnings) == [
+        "'close_returns'",
         "'name'",
-        "'reconnect_timeout'",
     ]
-    assert "never gives up reconnecting" in " ".join(w.msg for w in warnings)
+    assert "named after its database alias" in " ".join(w.msg for w in warnings)
     caplog.set_level(logging.WARNING, logger="selecto_pool")
     with extra_alias("renamed", OPTIONS={"pool": pool}) as alias:
         assert connections[alias].pool is not None

@@ -40,11 +40,6 @@ DEFAULT_TIMEOUT = 30.0
 IGNORED = {
     "name": "the pool is named after its database alias (logs, poolstats, metrics)",
     "close_returns": "Django gives every connection back to the pool itself",
-    "reconnect_timeout": "the pool never gives up reconnecting: it retries "
-    "every 0.5 s while the server does not answer, and backs off up to "
-    "login_retry_max while it refuses logins",
-    "reconnect_failed": "the pool never gives up reconnecting, so there is no "
-    "failure to report (see reconnect_timeout)",
 }
 
 #: Arguments that can't work here, and why (an error names the reason).
@@ -61,13 +56,13 @@ REFUSED = {
     "reset": "connections are reset on return by the pool (rollback, autocommit)",
 }
 
-#: Every ``psycopg_pool.ConnectionPool`` argument. Those not above
-#: (``max_lifetime``, ``max_idle``, ``max_waiting``, ``num_workers``,
-#: ``check``) are pool options of the same name and meaning.
-ARGUMENTS = frozenset(
-    {*SIZING, *IGNORED, *REFUSED}
-    | {"max_lifetime", "max_idle", "max_waiting", "num_workers", "check"}
+#: Every ``psycopg_pool.ConnectionPool`` argument. Those not above are pool
+#: options of the same name and meaning.
+SAME = frozenset(
+    {"max_lifetime", "max_idle", "max_waiting", "num_workers", "check"}
+    | {"reconnect_timeout", "reconnect_failed"}
 )
+ARGUMENTS = frozenset({*SIZING, *IGNORED, *REFUSED, *SAME})
 
 #: The native names accepted in OPTIONS (``REFUSED`` ones are errors).
 ACCEPTED = ARGUMENTS - REFUSED.keys()
@@ -124,6 +119,32 @@ def parse_check() -> tuple[Callable[[Any], Any], str]:
     return parse, (
         "a callable taking the connection, True (psycopg_pool's "
         "ConnectionPool.check_connection) or False/None (no check)"
+    )
+
+
+def parse_callback() -> tuple[Callable[[Any], Any], str]:
+    """psycopg_pool's ``reconnect_failed``: a callable taking the pool, or None."""
+
+    def parse(value: Any) -> Any:
+        if value is None:
+            return False  # "none" (None means "invalid" to the caller)
+        return value if callable(value) else None
+
+    return parse, "a callable taking the pool, or None"
+
+
+def unknown_key(key: Any, place: str, options: Iterable[str], native: bool) -> str:
+    """The error for a key that is no option (``native``: where native names
+    are read too)."""
+    if native:
+        hint = did_you_mean(key, {*options, *ACCEPTED})
+        also = "; Django's native-pool names: min_size, max_size, timeout"
+    else:
+        hint = ours_for(key) or did_you_mean(key, options)
+        also = ""
+    return (
+        f"{place} is not a selecto_pool option{hint}; allowed keys: "
+        f"{', '.join(sorted(options))}{also}."
     )
 
 

@@ -19,7 +19,6 @@ from typing import Any, cast
 from django.core.exceptions import ImproperlyConfigured
 
 from . import native
-from .native import did_you_mean
 
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
@@ -126,6 +125,8 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "max_waiting": _integer(0),
     "num_workers": _integer(1),
     "check": native.parse_check(),
+    "reconnect_timeout": _seconds(),
+    "reconnect_failed": native.parse_callback(),
     "prepared_statement_cache_size": _integer(0),
     # Estimated server memory of each connection's prepared statements.
     "prepared_statement_cache_mib": _integer(1),
@@ -166,6 +167,7 @@ MAXIMA: dict[str, int | float] = {
     "max_waiting": 1_000_000,
     # psycopg_pool's threads that open connections.
     "num_workers": 100,
+    "reconnect_timeout": _DAY,
     "prepared_statement_cache_size": 10_000,
     # Estimated server memory of one connection's prepared statements.
     "prepared_statement_cache_mib": 1_024,
@@ -195,6 +197,10 @@ class PoolOptions:
     #: psycopg_pool's ``check``, run at every checkout; None: none (see
     #: ``explicit``: when not set, ``CONN_HEALTH_CHECKS`` decides).
     check: Callable[[Any], Any] | None = None
+    #: psycopg_pool's: how long a failing connection slot is retried before
+    #: it is given up (and ``reconnect_failed(pool)`` called).
+    reconnect_timeout: float = 300.0
+    reconnect_failed: Callable[[Any], Any] | None = None
     #: Prepared statements per connection (psycopg's prepared_max).
     prepared_statement_cache_size: int = 256
     #: Their estimated server memory per connection, in MiB.
@@ -224,8 +230,9 @@ class PoolOptions:
     def __post_init__(self) -> None:
         if self.prepare_threshold == _NEVER:
             object.__setattr__(self, "prepare_threshold", None)
-        if cast(object, self.check) is False:  # parse_check's "no check"
-            object.__setattr__(self, "check", None)
+        for name in ("check", "reconnect_failed"):
+            if cast(object, getattr(self, name)) is False:  # "none" when parsed
+                object.__setattr__(self, name, None)
 
     @property
     def prepares(self) -> bool:
@@ -278,20 +285,9 @@ def _apply(
         elif native_names and found.note(key, raw, place):
             continue
         elif strict:
-            raise ImproperlyConfigured(_unknown(key, place, native_names))
-
-
-def _unknown(key: Any, place: str, native_names: bool) -> str:
-    if native_names:
-        hint = did_you_mean(key, OPTION_NAMES | native.ACCEPTED)
-        also = "; Django's native-pool names: min_size, max_size, timeout"
-    else:
-        hint = native.ours_for(key) or did_you_mean(key, OPTION_NAMES)
-        also = ""
-    return (
-        f"{place} is not a selecto_pool option{hint}; allowed keys: "
-        f"{', '.join(sorted(OPTION_NAMES))}{also}."
-    )
+            raise ImproperlyConfigured(
+                native.unknown_key(key, place, OPTION_NAMES, native_names)
+            )
 
 
 def _parse(key: str, raw: Any, place: str) -> Any:

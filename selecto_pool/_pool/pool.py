@@ -122,6 +122,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             max_idle=options.max_idle,
             max_waiting=options.max_waiting,
             num_workers=options.num_workers,
+            reconnect_timeout=options.reconnect_timeout,
+            reconnect_failed=options.reconnect_failed,
         )
         # Nothing is recorded at checkout unless leak detection is on.
         self._leaks = (
