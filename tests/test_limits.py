@@ -41,7 +41,7 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> None:
 
 # -- pool options ---------------------------------------------------------------
 # Options that are not numbers have no maximum.
-NOT_NUMBERS = {"control", "pgbouncer", "check"}
+NOT_NUMBERS = {"control", "pgbouncer", "check", "reconnect_failed"}
 
 
 def test_every_numeric_option_has_a_maximum() -> None:
