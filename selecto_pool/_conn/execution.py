@@ -25,6 +25,7 @@ signature, the server-side way and the stock way) and ``run()`` decides.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -35,6 +36,8 @@ import psycopg
 from psycopg import pq
 
 from .statements import cache_of, distrust_prepared
+
+logger = logging.getLogger("selecto_pool.statements")
 
 IDLE = pq.TransactionStatus.IDLE
 #: The protocol counts parameters in 16 bits; libpq refuses more, unsent.
@@ -185,12 +188,18 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
         if state & _VERIFIED and _retypes(exc):
             # The schema changed under a statement that typed before.
             state = _decisions.update(key, _relapsed)
+            logger.info(
+                "a statement that ran server-side fails to type now (SQLSTATE "
+                "%s): the schema changed; every connection deallocates its "
+                "prepared statements before reusing one",
+                exc.sqlstate,
+            )
             distrust_prepared()
         if in_transaction or not (_retypes(exc) or _is_stale(exc)):
             raise
         # Outside a transaction nothing ran: run it again, afresh.
         if state & _REJECTED or not _rerun_afresh(conn, attempt, exc):
-            _decisions.update(key, _rejected)
+            _reject(key, exc)
             return _fall_back(conn, attempt)
     if not state & _VERIFIED:
         _decisions.update(key, _verified)
@@ -230,7 +239,7 @@ def _guarded(
         conn.execute(_ROLLBACK_TO)
         if not _rerun_afresh(conn, attempt, exc, reused, guarded=True):
             conn.execute(_RELEASE)
-            _decisions.update(attempt.signature, _rejected)
+            _reject(attempt.signature, exc)
             return _fall_back(conn, attempt)
     conn.execute(_RELEASE)
     _decisions.update(attempt.signature, _verified)
@@ -268,6 +277,17 @@ def _rerun_afresh(
             conn.execute(_ROLLBACK_TO)
         return False
     return True
+
+
+def _reject(key: int, exc: psycopg.Error) -> None:
+    """Remember that a statement runs the stock way in this process."""
+    _decisions.update(key, _rejected)
+    # Once per statement and process (the SQL stays out: it may hold values).
+    logger.debug(
+        "a statement runs the stock way (unprepared) from now on: the server "
+        "could not type it bound server-side (SQLSTATE %s)",
+        exc.sqlstate,
+    )
 
 
 def _fall_back(conn: psycopg.Connection[Any], attempt: Attempt) -> None:

@@ -43,6 +43,7 @@ from .stats import PoolStats, cache_totals, exhausted_message, percentile
 from .usage import Usage
 
 logger = logging.getLogger("selecto_pool.pool")
+statements_logger = logging.getLogger("selecto_pool.statements")
 
 Connection = psycopg.Connection[Any]
 
@@ -278,7 +279,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             stop = self._vanished == _VANISHED_BEFORE_STOP
         if stop:
             self._preparing_stopped = True
-            logger.warning(
+            statements_logger.warning(
                 "pool %r stops preparing statements: prepared statements vanish "
                 "from the server (a PgBouncer in transaction mode? set the pool "
                 "option pgbouncer='transaction')",
