@@ -327,3 +327,21 @@ def test_a_typo_in_database_url_fails_manage_py_check(transactional_db: None) ->
     assert "did you mean 'pool_size'?" in done.stderr
     password = environ.Env.db_url_config(url_of("default"))["PASSWORD"]
     assert password not in done.stderr + done.stdout
+
+
+class LockedCheck:
+    """A check holding a lock: a callable that can't be deep-copied."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, conn: Any) -> None:
+        with self.lock:
+            pass
+
+
+def test_options_with_a_callable_check_can_be_shown() -> None:
+    check = LockedCheck()
+    options = resolved({"pool": {"min_size": 1, "check": check}})
+    shown = options.as_dict()
+    assert shown["check"] is check and shown["pool_size"] == 1

@@ -281,3 +281,21 @@ def test_a_process_that_does_not_answer_is_reported_not_waited_for(
     assert row["status"] == "no answer" and row["checkouts"] is None
     assert rows_by_pid(report)[processes.web.pid]["status"] == "ok"
     assert report["totals"]["processes"] == len(report["processes"]) - 1
+
+
+def test_poolstats_shortens_long_host_names_but_not_addresses() -> None:
+    from selecto_pool._ops import report
+
+    stats = {"pool_size": 1, "max_overflow": 0, "started_at": time.time()}
+    long_name = "web-7f9c8d6b5-x2kzp.eu-west-1.compute.internal"
+    address = "192.168.100.200"
+    rows = [
+        report.row(long_name, 123456, "default", stats),
+        report.row(address, 123457, "default", stats),
+    ]
+    table = report.Table(wide=False)
+    lines = table.render(rows, report.totals(rows))
+    assert all(len(line) <= 100 for line in [table.header(), *lines])
+    # The first DNS label, cut if need be; an address is cut, never split.
+    assert lines[0].startswith("web-7f9c") and "eu-west-1" not in lines[0]
+    assert lines[1].startswith("192.168")

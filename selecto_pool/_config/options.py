@@ -249,9 +249,12 @@ class PoolOptions:
         return self.pool_size + self.max_overflow
 
     def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        del data["explicit"], data["ignored"]
-        return data
+        # Shallow: check and reconnect_failed may be any callable object.
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("explicit", "ignored")
+        }
 
 
 def _parse_enabled(value: Any, where: str) -> bool | None:

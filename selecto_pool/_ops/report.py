@@ -185,8 +185,10 @@ class Table:
 
 
 def _short_host(host: str, width: int) -> str:
-    """The host's first DNS label, cut to ``width`` if need be."""
-    host = host.split(".", 1)[0] if not host[:1].isdigit() else host
+    """A host name's first DNS label (an address stays whole), cut to
+    ``width`` if need be."""
+    if ":" not in host and not host.replace(".", "").isdigit():
+        host = host.split(".", 1)[0]
     return host if len(host) <= width else f"{host[: width - 3]}..."
 
 
