@@ -156,7 +156,7 @@ def asks_for_native_defaults(pool: Any, enabled_flag: bool | None) -> bool:
     return (
         isinstance(pool, Mapping)
         and bool(pool)
-        and all(isinstance(key, str) and key in ARGUMENTS for key in pool)
+        and all(isinstance(key, str) and key in ACCEPTED for key in pool)
     )
 
 
