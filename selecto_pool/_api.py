@@ -117,7 +117,9 @@ def start_pool(
         **connect_arguments(config, name),
         "autocommit": True,
     }
-    pool = SelectoPool(name=name, options=pool_options, kwargs=kwargs)
+    pool = SelectoPool(
+        name=name, options=pool_options, kwargs=kwargs, check=pool_options.check
+    )
     _probe(pool.connection_class, kwargs, name)
     pool.open()
     registry.track(pool)

@@ -1,7 +1,8 @@
 """System checks (``manage.py check``), with stable ids.
 
 ======================  ==========================================================
-selecto_pool.E001       invalid pool options of a database alias
+selecto_pool.E001       invalid pool options of a database alias, or an
+                        ``OPTIONS`` key that nothing reads (a typo)
 selecto_pool.E002       ``CONN_MAX_AGE`` set on a pooled alias
 selecto_pool.E003       invalid ``SELECTO_POOL_HEALTH`` setting
 selecto_pool.E004       ``SELECTO_POOL_HEALTH["database"]`` is not a pooled alias
@@ -10,6 +11,7 @@ selecto_pool.W001       pools may need more connections than the server allows
                         (``check --database ALIAS``: asks the server)
 selecto_pool.W002       ``CONN_HEALTH_CHECKS`` costs a round trip per checkout
 selecto_pool.W003       ``prepare_threshold`` set behind a transaction-mode PgBouncer
+selecto_pool.W004       a Django native-pool key that has no effect with selecto_pool
 ======================  ==========================================================
 """
 
@@ -22,6 +24,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
+from ._config.flat_keys import check_flat_keys
 from ._config.health import health_settings
 from ._config.mysql import resolve_mysql_options
 from ._config.options import MAX_CONNECTIONS, PoolOptions, resolve_options
@@ -61,10 +64,20 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
 def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessage]:
     try:
         options = _resolve(alias, settings_dict)
+        if settings_dict.get("ENGINE") != MYSQL_ENGINE:
+            check_flat_keys(alias, settings_dict)  # libpq's keys
     except ImproperlyConfigured as exc:
         check_id = "E002" if "CONN_MAX_AGE" in str(exc) else "E001"
         return [Error(str(exc), id=f"selecto_pool.{check_id}")]
-    warnings: list[CheckMessage] = []
+    warnings: list[CheckMessage] = [
+        Warning(
+            f"{place} has no effect with selecto_pool: {why}.",
+            hint="Remove it; it is accepted so that settings written for "
+            "Django's native pool still load.",
+            id="selecto_pool.W004",
+        )
+        for place, why in options.ignored
+    ]
     if options.pgbouncer == "transaction" and "prepare_threshold" in options.explicit:
         warnings.append(
             Warning(
@@ -77,7 +90,8 @@ def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
                 id="selecto_pool.W003",
             )
         )
-    if options.enabled and settings_dict.get("CONN_HEALTH_CHECKS"):
+    health_checks = settings_dict.get("CONN_HEALTH_CHECKS")
+    if options.enabled and health_checks and "check" not in options.explicit:
         warnings.append(
             Warning(
                 f"DATABASES[{alias!r}]['CONN_HEALTH_CHECKS'] adds a round trip to "

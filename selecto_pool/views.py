@@ -15,15 +15,13 @@ import os
 import socket
 from typing import Any
 
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from ._api import get_pool
 from ._compat import non_atomic_for_every_database
 from ._config.health import HealthSettings, health_settings
 from ._ops import metrics
-from ._ops.probe import ProbeResult, probe
+from ._ops.probe import probe_alias
 from ._process import control, registry
 
 PUBLIC, DETAILS, DENIED = "public", "details", "denied"
@@ -40,7 +38,7 @@ def health(request: HttpRequest) -> HttpResponse:
     wants_metrics = request.GET.get("format") == "openmetrics"
     if wants_metrics and access != DETAILS:
         return HttpResponse("details need a token or a staff user\n", status=403)
-    result = _probe(config)
+    result = probe_alias(config.database, config)
     if wants_metrics:
         families = metrics.current(up={config.database: result.status == "ok"})
         return HttpResponse(metrics.render(families), content_type=metrics.CONTENT_TYPE)
@@ -63,14 +61,6 @@ def health(request: HttpRequest) -> HttpResponse:
 
 
 non_atomic_for_every_database(health)
-
-
-def _probe(config: HealthSettings) -> ProbeResult:
-    try:
-        pool = get_pool(config.database)
-    except DatabaseError as exc:
-        return ProbeResult("unavailable", error=type(exc).__name__)
-    return probe(config.database, pool, config)
 
 
 def _access(request: HttpRequest, config: HealthSettings) -> str:

@@ -141,7 +141,8 @@ def test_invalid_option_names_key_value_and_allowed(
         ({"pool": {"min_size": 4, "pool_size": 4}}, {}, "'min_size'"),
         ({"pool": {"max_size": 4, "max_overflow": 4}}, {}, "'max_size'"),
         ({"pool": {"min_size": 4, "max_size": 2}}, {}, "'max_size'"),
-        ({"pool": {"num_workers": 4}}, {}, "'num_workers'"),
+        ({"pool": {"num_workers": 0}}, {}, "'num_workers'"),
+        ({"pool": {"conninfo": "host=db"}}, {}, "'conninfo'"),
         ({"pool": {"pool_size": 0, "max_overflow": 0}}, {}, "no connection"),
         ({"pool": {"pool_sise": 4}}, {}, "'pool_sise'"),
         ({"pool": 5}, {}, "['pool'] = 5"),
@@ -161,7 +162,9 @@ def test_invalid_configuration_is_named(
 
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
-    with pytest.raises(ImproperlyConfigured, match="allowed keys: checkout_timeout"):
+    with pytest.raises(
+        ImproperlyConfigured, match="allowed keys: check, checkout_timeout"
+    ):
         _ = wrapper_for({"pool": {"wait": 1}}).pool_options
 
 

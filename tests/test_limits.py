@@ -35,7 +35,7 @@ DAY = 86_400
 
 # -- pool options ---------------------------------------------------------------
 # Options that are not numbers have no maximum.
-NOT_NUMBERS = {"control", "pgbouncer", "reset"}
+NOT_NUMBERS = {"control", "pgbouncer", "reset", "check", "reconnect_failed"}
 
 
 def test_every_numeric_option_has_a_maximum() -> None:

@@ -15,9 +15,11 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
+
+from . import native
 
 _TRUE = {"true", "on", "yes", "1"}
 _FALSE = {"false", "off", "no", "0"}
@@ -159,6 +161,12 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "checkout_timeout": _seconds(),
     "max_lifetime": _seconds(),
     "max_idle": _seconds(),
+    # psycopg_pool's own, under their names (see native).
+    "max_waiting": _integer(0),
+    "num_workers": _integer(1),
+    "check": native.parse_check(),
+    "reconnect_timeout": _seconds(),
+    "reconnect_failed": native.parse_callback(),
     "prepared_statement_cache_size": _integer(0),
     # Estimated server memory of each connection's prepared statements.
     "prepared_statement_cache_mib": _integer(1),
@@ -177,6 +185,9 @@ _PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "reset": _reset(),
 }
 OPTION_NAMES = frozenset(_PARSERS)
+#: Every key the pool reads from OPTIONS: none of them reaches libpq.
+POOL_KEYS = OPTION_NAMES | native.ARGUMENTS
+
 
 _DAY = 86_400.0
 #: The most connections a PostgreSQL server can take: ``max_connections``
@@ -194,6 +205,11 @@ MAXIMA: dict[str, int | float] = {
     "checkout_timeout": _DAY,
     "max_lifetime": 30 * _DAY,
     "max_idle": 30 * _DAY,
+    # Clients queued for a connection, per pool (0: no limit).
+    "max_waiting": 1_000_000,
+    # psycopg_pool's threads that open connections.
+    "num_workers": 100,
+    "reconnect_timeout": _DAY,
     "prepared_statement_cache_size": 10_000,
     # Estimated server memory of one connection's prepared statements.
     "prepared_statement_cache_mib": 1_024,
@@ -216,6 +232,17 @@ class PoolOptions:
     checkout_timeout: float = 5.0
     max_lifetime: float = 3600.0
     max_idle: float = 600.0
+    #: psycopg_pool's: more clients waiting get ``TooManyRequests``; 0 = no cap.
+    max_waiting: int = 0
+    #: psycopg_pool's background threads that open connections.
+    num_workers: int = 3
+    #: psycopg_pool's ``check``, run at every checkout; None: none (see
+    #: ``explicit``: when not set, ``CONN_HEALTH_CHECKS`` decides).
+    check: Callable[[Any], Any] | None = None
+    #: psycopg_pool's: how long a failing connection slot is retried before
+    #: it is given up (and ``reconnect_failed(pool)`` called).
+    reconnect_timeout: float = 300.0
+    reconnect_failed: Callable[[Any], Any] | None = None
     #: Prepared statements per connection (psycopg's prepared_max).
     prepared_statement_cache_size: int = 256
     #: Their estimated server memory per connection, in MiB.
@@ -242,12 +269,17 @@ class PoolOptions:
     reset: str | Callable[[Any], object] | None = None
     #: The keys somebody set explicitly (as opposed to defaults).
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: Native-pool keys that do nothing here: (where it was set, why).
+    ignored: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.prepare_threshold == _NEVER:
             object.__setattr__(self, "prepare_threshold", None)
         if self.reset == _NO_RESET:
             object.__setattr__(self, "reset", None)
+        for name in ("check", "reconnect_failed"):
+            if cast(object, getattr(self, name)) is False:  # "none" when parsed
+                object.__setattr__(self, name, None)
 
     @property
     def prepares(self) -> bool:
@@ -264,9 +296,12 @@ class PoolOptions:
         return self.pool_size + self.max_overflow
 
     def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        del data["explicit"]
-        return data
+        # Shallow: check and reconnect_failed may be any callable object.
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("explicit", "ignored")
+        }
 
 
 def _parse_enabled(value: Any, where: str) -> bool | None:
@@ -283,24 +318,37 @@ def _parse_enabled(value: Any, where: str) -> bool | None:
 
 
 def _apply(
-    values: dict[str, Any], source: Mapping[str, Any], where: str, strict: bool
+    values: dict[str, Any],
+    source: Mapping[str, Any],
+    where: str,
+    *,
+    strict: bool = True,
+    found: native.Found | None = None,
+    native_names: bool = False,
 ) -> None:
+    found = found if found is not None else native.Found()
     for key, raw in source.items():
-        if key not in _PARSERS:
-            if strict:
-                raise ImproperlyConfigured(
-                    f"{where}[{key!r}] is not a selecto_pool option; allowed keys: "
-                    f"{', '.join(sorted(OPTION_NAMES))}."
-                )
+        place = f"{where}[{_shown(key)}]"
+        if key in _PARSERS:
+            values[key] = _parse(key, raw, place)
+            found.places[key] = place
+        elif native_names and found.note(key, raw, place):
             continue
-        parse, allowed = _PARSERS[key]
-        value = parse(raw)
-        if value is None or _above_maximum(key, value):
+        elif strict:
             raise ImproperlyConfigured(
-                f"{where}[{key!r}] = {_shown(raw)} is invalid: expected "
-                f"{allowed}{_at_most(key)}."
+                native.unknown_key(key, place, OPTION_NAMES, native_names)
             )
-        values[key] = value
+
+
+def _parse(key: str, raw: Any, place: str) -> Any:
+    """``raw`` parsed as pool option ``key`` (set at ``place``), or an error."""
+    parse, allowed = _PARSERS[key]
+    value = parse(raw)
+    if value is None or _above_maximum(key, value):
+        raise ImproperlyConfigured(
+            f"{place} = {_shown(raw)} is invalid: expected {allowed}{_at_most(key)}."
+        )
+    return value
 
 
 def _above_maximum(key: str, value: Any) -> bool:
@@ -317,41 +365,6 @@ def _shown(raw: Any) -> str:
     """``repr(raw)``, cut short: the value may be anything, of any size."""
     shown = repr(raw)
     return shown if len(shown) <= 80 else f"{shown[:77]}..."
-
-
-# Django's native pool takes psycopg_pool's arguments in OPTIONS["pool"]; three
-# of them mean what ours do, so switching ENGINE keeps such settings working.
-_NATIVE_NAMES = {"min_size": "pool_size", "timeout": "checkout_timeout"}
-
-
-def _apply_pool_dict(
-    values: dict[str, Any], pool: Mapping[str, Any], where: str
-) -> None:
-    """Apply ``OPTIONS["pool"]``, ours or in psycopg_pool's spelling."""
-    translated: dict[str, Any] = {}
-    spelled: dict[str, str] = {}  # our name -> the key as written
-    for key, value in pool.items():
-        name = _NATIVE_NAMES.get(key, key)
-        if name in translated or (key == "max_size" and "max_overflow" in pool):
-            other = "max_overflow" if key == "max_size" else spelled[name]
-            raise ImproperlyConfigured(
-                f"{where} sets both {other!r} and {key!r}: set only one."
-            )
-        translated[name] = value
-        spelled[name] = key
-    max_size = translated.pop("max_size", None)
-    _apply(values, translated, where, strict=True)
-    if max_size is not None:
-        parse, allowed = _integer(1)
-        pool_size = values.get("pool_size", PoolOptions.pool_size)
-        parsed = parse(max_size)
-        if parsed is None or not pool_size <= parsed <= MAX_CONNECTIONS:
-            raise ImproperlyConfigured(
-                f"{where}['max_size'] = {_shown(max_size)} is invalid: expected "
-                f"{allowed} and >= pool_size/min_size ({pool_size}), at most "
-                f"{MAX_CONNECTIONS}."
-            )
-        values["max_overflow"] = parsed - pool_size
 
 
 def _check_sizes(values: dict[str, Any], where: str) -> None:
@@ -379,7 +392,7 @@ def build_options(**overrides: Any) -> PoolOptions:
             "(DATABASES) answer manage.py poolstats/clearcache."
         )
     values: dict[str, Any] = {}
-    _apply(values, overrides, "start_pool() option", strict=True)
+    _apply(values, overrides, "start_pool() option")
     _check_sizes(values, "start_pool()")
     return PoolOptions(**values, explicit=frozenset(values))
 
@@ -389,26 +402,32 @@ def resolve_options(
 ) -> PoolOptions:
     """Merge and validate the pool options of one ``DATABASES`` entry."""
     values: dict[str, Any] = {}
+    found = native.Found()
     if project_defaults is not None:
         if not isinstance(project_defaults, Mapping):
             raise ImproperlyConfigured(
                 f"SELECTO_POOL = {project_defaults!r} is invalid: expected a dict "
                 f"of pool options ({', '.join(sorted(OPTION_NAMES))})."
             )
-        _apply(values, project_defaults, "SELECTO_POOL", strict=True)
+        _apply(values, project_defaults, "SELECTO_POOL", found=found)
 
     where = f"DATABASES[{alias!r}]['OPTIONS']"
     db_options = settings_dict.get("OPTIONS") or {}
-    _apply(values, db_options, where, strict=False)
+    _apply(values, db_options, where, strict=False, found=found, native_names=True)
 
-    enabled = True
+    enabled, asks_native = True, False
     if "pool" in db_options:
         pool_setting = db_options["pool"]
         enabled_flag = _parse_enabled(pool_setting, f"{where}['pool']")
         if enabled_flag is None:
-            _apply_pool_dict(values, pool_setting, f"{where}['pool']")
+            _apply(
+                values, pool_setting, f"{where}['pool']", found=found, native_names=True
+            )
         else:
             enabled = enabled_flag
+        asks_native = native.asks_for_native_defaults(pool_setting, enabled_flag)
+    ours = {key: found.places[key] for key in native.OURS if key in found.places}
+    values.update(native.resolve_sizing(found.native, ours, asks_native, _parse))
 
     conn_max_age = settings_dict.get("CONN_MAX_AGE", 0)
     if enabled and conn_max_age != 0:
@@ -426,4 +445,9 @@ def resolve_options(
             f"({values['connection_timeout']!r}) are both set: set only one."
         )
     _check_sizes(values, f"DATABASES[{alias!r}]")
-    return PoolOptions(enabled=enabled, **values, explicit=frozenset(values))
+    return PoolOptions(
+        enabled=enabled,
+        **values,
+        explicit=frozenset(values),
+        ignored=tuple(found.ignored),
+    )

@@ -25,6 +25,7 @@ signature, the server-side way and the stock way) and ``run()`` decides.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -37,6 +38,8 @@ from psycopg import pq
 
 from .own_statements import run_own
 from .statements import cache_of, distrust_prepared
+
+logger = logging.getLogger("selecto_pool.statements")
 
 IDLE = pq.TransactionStatus.IDLE
 #: The protocol counts parameters in 16 bits; libpq refuses more, unsent.
@@ -113,7 +116,6 @@ class _Decisions:
                 # The oldest first: statements built with ever-new text.
                 self._states.popitem(last=False)
             return state
-
 
     def _new_lock(self) -> None:
         self._lock = threading.Lock()
@@ -197,12 +199,18 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
         if state & _VERIFIED and _retypes(exc):
             # The schema changed under a statement that typed before.
             state = _decisions.update(key, _relapsed)
+            logger.info(
+                "a statement that ran server-side fails to type now (SQLSTATE "
+                "%s): the schema changed; every connection deallocates its "
+                "prepared statements before reusing one",
+                exc.sqlstate,
+            )
             distrust_prepared()
         if in_transaction or not (_retypes(exc) or _is_stale(exc)):
             raise
         # Outside a transaction nothing ran: run it again, afresh.
         if state & _REJECTED or not _rerun_afresh(conn, attempt, exc):
-            _decisions.update(key, _rejected)
+            _reject(key, exc)
             return _fall_back(conn, attempt)
     if not state & _VERIFIED:
         _decisions.update(key, _verified)
@@ -242,7 +250,7 @@ def _guarded(
         run_own(conn, _ROLLBACK_TO)
         if not _rerun_afresh(conn, attempt, exc, reused, guarded=True):
             run_own(conn, _RELEASE)
-            _decisions.update(attempt.signature, _rejected)
+            _reject(attempt.signature, exc)
             return _fall_back(conn, attempt)
     run_own(conn, _RELEASE)
     _decisions.update(attempt.signature, _verified)
@@ -280,6 +288,17 @@ def _rerun_afresh(
             run_own(conn, _ROLLBACK_TO)
         return False
     return True
+
+
+def _reject(key: int, exc: psycopg.Error) -> None:
+    """Remember that a statement runs the stock way in this process."""
+    _decisions.update(key, _rejected)
+    # Once per statement and process (the SQL stays out: it may hold values).
+    logger.debug(
+        "a statement runs the stock way (unprepared) from now on: the server "
+        "could not type it bound server-side (SQLSTATE %s)",
+        exc.sqlstate,
+    )
 
 
 def _fall_back(conn: psycopg.Connection[Any], attempt: Attempt) -> None:

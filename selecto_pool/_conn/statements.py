@@ -24,6 +24,7 @@ private ``PrepareManager``, reached through ``_compat``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,8 @@ from psycopg.abc import PQGen
 from .._compat import Prepare, PrepareManager, prepare_manager_of, set_prepare_manager
 from . import literals
 from .own_statements import run_own
+
+logger = logging.getLogger("selecto_pool.statements")
 
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
 
@@ -191,6 +194,11 @@ class StatementCache(PrepareManager):
         and psycopg's disagree (one missing, a name taken).
         """
         self.invalidations += 1
+        logger.debug(
+            "a connection forgets its %d prepared statement(s) (a schema "
+            "change, DEALLOCATE ALL or clear_cache())",
+            len(self._names),
+        )
         self.bytes = 0
         self._trust_after_flush = _distrust
         cleared = super().clear()

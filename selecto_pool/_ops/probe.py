@@ -24,6 +24,7 @@ It works on any pool of ``_pool.abc.Pool``: PostgreSQL's and MySQL's.
 
 from __future__ import annotations
 
+import logging
 import selectors
 import sys
 import threading
@@ -35,12 +36,15 @@ import psycopg
 from django.db import DatabaseError
 from psycopg import pq
 
+from .._api import get_pool
 from .._config.health import HealthSettings
 from .._conn import mysql
 from .._pool.abc import Pool
 from .._pool.stats import PoolStats
 from .._process import registry
 from ..errors import ProbeTimeout
+
+logger = logging.getLogger("selecto_pool.health")
 
 #: The least time the SELECT 1 gets, even when an idle connection turned up
 #: just before the deadline; so answers come within probe_timeout + MARGIN.
@@ -70,13 +74,25 @@ class _Flight:
 
 _lock = threading.Lock()
 _flights: dict[str, _Flight] = {}
+# The last status each alias's probe gave, to log changes rather than each
+# answer (a load balancer may ask many times a second).
+_last_status: dict[str, str] = {}
+
+
+def probe_alias(alias: str, config: HealthSettings) -> ProbeResult:
+    """``probe()`` of the alias's pool, logged; unavailable if it has none."""
+    try:
+        pool = get_pool(alias)
+    except DatabaseError as exc:
+        return _logged(alias, ProbeResult("unavailable", error=type(exc).__name__))
+    return probe(alias, pool, config)
 
 
 def probe(alias: str, pool: Pool, config: HealthSettings) -> ProbeResult:
     """This process's answer for ``alias``, within probe_timeout + MARGIN."""
     if _saturated(pool.stats(), config):
         # Don't add to the queue of clients the pool can't serve already.
-        return ProbeResult("saturated")
+        return _logged(alias, ProbeResult("saturated"))
     registry.on_fork_in_child(_forget_flights)
     now = time.monotonic()
     with _lock:
@@ -99,7 +115,26 @@ def probe(alias: str, pool: Pool, config: HealthSettings) -> ProbeResult:
             if _flights.get(alias) is flight:
                 del _flights[alias]
         flight.done.set()
-    return flight.result
+    return _logged(alias, flight.result)
+
+
+def _logged(alias: str, result: ProbeResult) -> ProbeResult:
+    """Log a change of status: WARNING when it stops being ok, INFO when it
+    is ok again; other failed probes at DEBUG."""
+    with _lock:
+        before = _last_status.get(alias, "ok")
+        _last_status[alias] = result.status
+    if result.status != "ok":
+        log = logger.warning if before == "ok" else logger.debug
+        log(
+            "health probe of %r: %s (%s)",
+            alias,
+            result.status,
+            result.error or "every connection busy",
+        )
+    elif before != "ok":
+        logger.info("health probe of %r: ok again (was %s)", alias, before)
+    return result
 
 
 def _saturated(stats: PoolStats, config: HealthSettings) -> bool:
@@ -197,3 +232,4 @@ def _forget_flights() -> None:
     global _lock
     _lock = threading.Lock()
     _flights.clear()
+    _last_status.clear()

@@ -38,8 +38,16 @@ def invalidate_statement_caches(
         # Checked out by migrate itself: cleared now rather than on return.
         with migrating.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")
-    for pool in registry.all_pools().values():
+    pools = registry.all_pools()
+    for pool in pools.values():
         pool.clear_prepared()
+    logger.info(
+        "migrate changed the schema of %r: prepared statements cleared in this "
+        "process's %d pool(s)%s",
+        using,
+        len(pools),
+        ", asking the other processes" if using in pools else "",
+    )
     if using not in registry.all_pools() or engines.is_mysql(migrating):
         return  # MySQL: nothing prepared, and no LISTEN/NOTIFY to ask with
     try:

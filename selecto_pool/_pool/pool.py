@@ -116,6 +116,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             timeout=options.checkout_timeout,
             max_lifetime=options.max_lifetime,
             max_idle=options.max_idle,
+            max_waiting=options.max_waiting,
+            num_workers=options.num_workers,
+            reconnect_timeout=options.reconnect_timeout,
+            reconnect_failed=options.reconnect_failed,
         )
         # Nothing is recorded at checkout unless leak detection is on.
         self._leaks = (

@@ -9,6 +9,7 @@ the settings it was built from change (the test database) or after ``fork()``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 import psycopg
@@ -22,7 +23,12 @@ from django.utils.functional import cached_property
 
 from .. import _compat
 from .._compat import pool_of
-from .._config.options import OPTION_NAMES, PoolOptions, resolve_options
+from .._config.flat_keys import check_flat_keys
+from .._config.options import (
+    POOL_KEYS,
+    PoolOptions,
+    resolve_options,
+)
 from .._pool.pool import SelectoPool
 from .._process import celery_boundary, registry
 from .._process.control import Responder
@@ -31,6 +37,8 @@ from .creation import DatabaseCreation
 from .cursor import SelectoCursor
 from .features import DatabaseFeatures
 from .operations import DatabaseOperations
+
+logger = logging.getLogger("selecto_pool.pool")
 
 
 class _PoolErrorsPassThrough(DatabaseErrorWrapper):
@@ -60,9 +68,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @cached_property
     def pool_options(self) -> PoolOptions:
         """The validated options of this alias (read once, settings are lazy)."""
-        return resolve_options(
+        options = resolve_options(
             self.alias, self.settings_dict, getattr(settings, "SELECTO_POOL", None)
         )
+        check_flat_keys(self.alias, self.settings_dict)
+        return options
 
     @property
     def pool(self) -> SelectoPool | None:
@@ -140,7 +150,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     def _connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
-        for name in OPTION_NAMES:
+        for name in POOL_KEYS:
             params.pop(name, None)
         # psycopg's prepare_threshold, as Django passes it (None: never).
         # Pooled connections get the cache's in the pool's configure step;
@@ -159,6 +169,18 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         """
         return SelectoCursor
 
+    def _checkout_check(self) -> Any:
+        """psycopg_pool's check at checkout, on top of the free liveness test.
+
+        As Django 6.1's native pool: OPTIONS' ``check`` if set (None: none),
+        else ``check_connection`` (a round trip) with CONN_HEALTH_CHECKS.
+        """
+        if "check" in self.pool_options.explicit:
+            return self.pool_options.check
+        if self.settings_dict["CONN_HEALTH_CHECKS"]:
+            return psycopg_pool.ConnectionPool.check_connection
+        return None
+
     def _pool_target(self) -> tuple[Any, ...]:
         settings_dict = self.settings_dict
         return (
@@ -176,15 +198,18 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         kwargs["autocommit"] = True
         if self.pool_options.prepares:
             kwargs["cursor_factory"] = self.pooled_cursor_class()
-        # CONN_HEALTH_CHECKS adds psycopg_pool's round-trip check at checkout
-        # (as with Django's native pool) to the pool's own free liveness test.
-        health_checks = self.settings_dict["CONN_HEALTH_CHECKS"]
+        options = self.pool_options
+        for place, why in options.ignored:
+            logger.warning(
+                "pool %r: %s has no effect with selecto_pool: %s",
+                self.alias,
+                place,
+                why,
+            )
         pool = SelectoPool(
             name=self.alias,
-            check=psycopg_pool.ConnectionPool.check_connection
-            if health_checks
-            else None,
-            options=self.pool_options,
+            check=self._checkout_check(),
+            options=options,
             kwargs=kwargs,
             configure=_compat.configure_hook(self),
             target=self._pool_target(),

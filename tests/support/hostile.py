@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connections
 
 from selecto_pool import get_pool
@@ -67,11 +68,22 @@ def leaked_reply_channel(request_payload: str) -> str:
 
 
 def poolstats(alias: str, *args: str) -> dict[str, Any]:
-    """``manage.py poolstats --json`` for ``alias``; stderr is dropped."""
+    """``manage.py poolstats --json`` for ``alias``; stderr is dropped.
+
+    The report also when no process answered (the command then fails, after
+    printing it).
+    """
     out = StringIO()
-    call_command(
-        "poolstats", "--json", "--database", alias, *args, stdout=out, stderr=StringIO()
-    )
+    with contextlib.suppress(CommandError):
+        call_command(
+            "poolstats",
+            "--json",
+            "--database",
+            alias,
+            *args,
+            stdout=out,
+            stderr=StringIO(),
+        )
     return dict(json.loads(out.getvalue()))
 
 
