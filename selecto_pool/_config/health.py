@@ -11,6 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from .values import shown
+
 
 @dataclass(frozen=True)
 class HealthSettings:
@@ -67,10 +69,10 @@ def health_settings() -> HealthSettings:
             )
         kind, allowed = _RULES[key]
         if not _valid(key, value, kind):
-            shown = "'***'" if key == "token" else _shown(value)
+            text = "'***'" if key == "token" else shown(value)
             at_most = f", at most {int(MAXIMA[key])}" if key in MAXIMA else ""
             raise ImproperlyConfigured(
-                f"SELECTO_POOL_HEALTH[{key!r}] = {shown} is invalid: "
+                f"SELECTO_POOL_HEALTH[{key!r}] = {text} is invalid: "
                 f"expected {allowed}{at_most}."
             )
     return HealthSettings(**raw)
@@ -86,8 +88,3 @@ def _valid(key: str, value: Any, kind: type | tuple[type, ...]) -> bool:
         # NaN fails both comparisons; inf and huge ints fail the second.
         return 0 < value <= maximum
     return True
-
-
-def _shown(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 80 else f"{shown[:77]}..."
