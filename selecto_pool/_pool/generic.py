@@ -3,10 +3,11 @@
 psycopg_pool pools psycopg connections only, so MySQL's get this pool. What
 is specific to a driver (opening, testing, resetting, closing a connection)
 comes from a ``Driver`` (``driver``); opening and retiring connections in the
-background is ``upkeep``'s; the rest is shared with ``SelectoPool``: the usage
-counters (``usage``), leak detection (``leaks``), the maintenance thread with
-its health sweeps and reconnect probe (``maintenance``), the stats and their
-timeout message (``stats``), fork detection (``forks``) and the errors.
+background is ``upkeep``'s; the rest is shared with ``SelectoPool`` (set up
+by ``base``): the usage counters (``usage``), leak detection (``leaks``), the
+maintenance thread with its health sweeps and reconnect probe
+(``maintenance``), the stats and their timeout message (``stats``), fork
+detection (``forks``) and the errors.
 
 What psycopg_pool does for SelectoPool, this module does itself, on the same
 design: ``pool_size`` connections kept open, up to ``max_overflow`` more
@@ -21,7 +22,6 @@ where psycopg_pool rotates through them (see ``_take``).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -33,13 +33,11 @@ from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from ..errors import CheckoutTimeout, PoolClosed, PoolStartError
 from . import forks, usage
+from .base import PoolBase
 from .driver import Driver
-from .leaks import LeakDetector
-from .maintenance import Maintainer
 from .opener import Opener
 from .stats import PoolStats, cache_totals, exhausted_message, percentile
 from .upkeep import Upkeep
-from .usage import Usage
 from .waiters import WaitQueue
 
 logger = logging.getLogger("selecto_pool.pool")
@@ -51,7 +49,7 @@ class _Expired(Exception):
     """A checkout's deadline passed (turned into CheckoutTimeout)."""
 
 
-class GenericPool(Upkeep[C]):
+class GenericPool(PoolBase, Upkeep[C]):
     """A process-local pool of DB-API connections to one database."""
 
     def __init__(
@@ -64,14 +62,15 @@ class GenericPool(Upkeep[C]):
         target: object = None,
     ):
         self.name = name
-        self.options = options
-        self.target = target
-        self.owner_pid = os.getpid()
-        forks.watch()
-        self._born_in = forks.current()
-        self.started_at = time.time()
         self.timeout = options.checkout_timeout
         self.outage = OutageLog(name, options.login_retry_max)
+        self._init_base(
+            name,
+            options,
+            target,
+            run_task=weakref.WeakMethod(self._submit),
+            retry_delay=self.outage.retry_delay,
+        )
         self._driver = driver
         self._check = check
         # Everything below is changed under this lock; I/O happens outside it.
@@ -89,23 +88,6 @@ class GenericPool(Upkeep[C]):
         self._counts = {"opened": 0, "errors": 0, "lost": 0}
         self._closed = True
         self._was_opened = False
-        self._draining = False
-        self._close_callbacks: list[Callable[[], None]] = []
-        self._usage = Usage()
-        self._leaks = (
-            LeakDetector(name, options.leak_detection_threshold)
-            if options.leak_detection_threshold
-            else None
-        )
-        # Weak callbacks: an abandoned pool can still be garbage-collected.
-        self._maintainer = Maintainer(
-            name,
-            options.health_check_interval,
-            self._leaks,
-            sweep=weakref.WeakMethod(self.sweep_idle),
-            run_task=weakref.WeakMethod(self._submit),
-            retry_delay=self.outage.retry_delay,
-        )
         self._opener = Opener(name, options.max_idle, weakref.WeakMethod(self._shrink))
 
     @property
@@ -262,9 +244,6 @@ class GenericPool(Upkeep[C]):
         """Nothing to deallocate: these connections prepare nothing. Returns 0."""
         return 0
 
-    def add_close_callback(self, callback: Callable[[], None]) -> None:
-        self._close_callbacks.append(callback)
-
     # -- introspection ----------------------------------------------------
     def stats(self) -> PoolStats:
         now = self._usage.snapshot()
@@ -296,13 +275,7 @@ class GenericPool(Upkeep[C]):
 
     # -- internals -----------------------------------------------------------
     def _refuse(self) -> None:
-        if self._born_in != forks.current():
-            raise PoolClosed(
-                f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
-                "process gets its own pool from get_pool() or the ORM"
-            )
-        if self._draining:
-            raise PoolClosed(f"pool {self.name!r} is stopping")
+        self._refuse_if_unusable()
         raise PoolClosed(f"pool {self.name!r} is closed")
 
     def _next_live(self, deadline: float) -> C:

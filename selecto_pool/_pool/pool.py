@@ -20,7 +20,6 @@ subclass adds only what it lacks:
 from __future__ import annotations
 
 import logging
-import os
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -37,11 +36,9 @@ from .._conn.liveness import expired, is_alive
 from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
-from .leaks import LeakDetector
-from .maintenance import Maintainer
+from .base import PoolBase
 from .statement_caches import StatementCaches
 from .stats import PoolStats, exhausted_message, snapshot
-from .usage import Usage
 
 logger = logging.getLogger("selecto_pool.pool")
 
@@ -66,7 +63,7 @@ def _wait_at_most(timeout: float) -> float:
     return min(timeout, _LONGEST_CHECKOUT) if timeout >= 0 else 0.0  # NaN: 0
 
 
-class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
+class SelectoPool(PoolBase, psycopg_pool.ConnectionPool[Connection]):
     """A process-local pool of psycopg connections to one database."""
 
     def __init__(
@@ -80,14 +77,16 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         check: Callable[[Connection], Any] | None = None,
         target: Any = None,
     ):
-        self.options = options
-        #: What the pool connects to; the registry replaces a pool whose
-        #: target no longer matches the settings (e.g. the test database).
-        self.target = target
-        self.owner_pid = os.getpid()
-        forks.watch()
-        self._born_in = forks.current()
-        self.started_at = time.time()
+        connection_class, self._outage = connection_class_for(
+            name, options.login_retry_max
+        )
+        self._init_base(
+            name,
+            options,
+            target,
+            run_task=weakref.WeakMethod(self.run_task),
+            retry_delay=self._outage.retry_delay,
+        )
         self._extra_configure = configure
         # Cleaning a returned connection may take as long as opening one.
         self._cleaner = reset.Cleaner(
@@ -96,13 +95,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             reconfigure=configure,
             timeout=options.connection_timeout,
         )
-        connection_class, self._outage = connection_class_for(
-            name, options.login_retry_max
-        )
-        self._close_callbacks: list[Callable[[], None]] = []
         self._caches = StatementCaches(name, options)
-        self._usage = Usage()
-        self._draining = False
         super().__init__(
             conninfo,
             connection_class=connection_class,
@@ -120,21 +113,6 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             num_workers=options.num_workers,
             reconnect_timeout=options.reconnect_timeout,
             reconnect_failed=options.reconnect_failed,
-        )
-        # Nothing is recorded at checkout unless leak detection is on.
-        self._leaks = (
-            LeakDetector(name, options.leak_detection_threshold)
-            if options.leak_detection_threshold
-            else None
-        )
-        # Weak callbacks: an abandoned pool can still be garbage-collected.
-        self._maintainer = Maintainer(
-            name,
-            options.health_check_interval,
-            self._leaks,
-            sweep=weakref.WeakMethod(self.sweep_idle),
-            run_task=weakref.WeakMethod(self.run_task),
-            retry_delay=self._outage.retry_delay,
         )
 
     # -- checkout and checkin ---------------------------------------------
@@ -277,10 +255,6 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         """Close the named ``cursor`` when ``conn`` is returned, if still open."""
         self._cleaner.track_cursor(conn, cursor)
 
-    def add_close_callback(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` when the pool closes (e.g. stop its responder)."""
-        self._close_callbacks.append(callback)
-
     # -- introspection ----------------------------------------------------
     def stats(self) -> PoolStats:
         return snapshot(
@@ -306,15 +280,6 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""
         return self._caches.snapshot()
-
-    def _refuse_if_unusable(self) -> None:
-        if self._born_in != forks.current():
-            raise PoolClosed(
-                f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
-                "process gets its own pool from get_pool() or the ORM"
-            )
-        if self._draining:
-            raise PoolClosed(f"pool {self.name!r} is stopping")
 
     def _clean(self, conn: Connection, *, returned: bool = False) -> None:
         """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
