@@ -10,18 +10,29 @@ are the hot path.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .._config.options import PoolOptions
+from .._config.options import MAXIMA, PoolOptions
 from ..errors import PoolClosed
 from . import forks
 from .leaks import LeakDetector
 from .maintenance import Maintainer, WeakCallback
 from .usage import Usage
+
+logger = logging.getLogger("selecto_pool.pool")
+
+# The longest wait at stop or close (a day): longer ones overflow threading's.
+_LONGEST_WAIT = MAXIMA["checkout_timeout"]
+
+
+def wait_at_most(timeout: float) -> float:
+    """``timeout``, within what a thread can wait (negative or NaN: 0)."""
+    return min(timeout, _LONGEST_WAIT) if timeout >= 0 else 0.0  # NaN: 0
 
 
 class PoolBase:
@@ -40,8 +51,10 @@ class PoolBase:
     _close_callbacks: list[Callable[[], None]]
     _leaks: LeakDetector | None
     _maintainer: Maintainer
-    # The pool's own: the maintenance thread sweeps through it.
+    # Each pool's own: the maintenance thread runs sweep_idle(), stop() ends
+    # with close().
     sweep_idle: Callable[[], None]
+    close: Callable[..., None]
 
     def _init_base(
         self,
@@ -77,6 +90,20 @@ class PoolBase:
             run_task=run_task,
             retry_delay=retry_delay,
         )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
+        deadline = time.monotonic() + wait_at_most(timeout)
+        self._draining = True
+        still_out = self._usage.wait_for_returns(deadline)
+        if still_out:
+            logger.warning(
+                "stopping pool %r with %d connection(s) still checked out; "
+                "they are closed when returned",
+                self.name,
+                still_out,
+            )
+        self.close(timeout=max(deadline - time.monotonic(), 0.1))
 
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""

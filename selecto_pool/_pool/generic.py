@@ -33,7 +33,7 @@ from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from ..errors import CheckoutTimeout, PoolClosed, PoolStartError
 from . import forks, usage
-from .base import PoolBase
+from .base import PoolBase, wait_at_most
 from .driver import Driver
 from .opener import Opener
 from .stats import PoolStats, cache_totals, exhausted_message, percentile
@@ -205,24 +205,11 @@ class GenericPool(PoolBase, Upkeep[C]):
                     )
                 self._filled.wait(min(remaining, threading.TIMEOUT_MAX))
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
-        deadline = time.monotonic() + timeout
-        self._draining = True
-        still_out = self._usage.wait_for_returns(deadline)
-        if still_out:
-            logger.warning(
-                "stopping pool %r with %d connection(s) still checked out; "
-                "they are closed when returned",
-                self.name,
-                still_out,
-            )
-        self.close(timeout=max(deadline - time.monotonic(), 0.1))
-
     def close(self, timeout: float = 5.0) -> None:
         """Close idle connections now, returned ones when they come back."""
         if self._born_in != forks.current():
             return  # a pool inherited across fork(): its sockets are the parent's
+        timeout = wait_at_most(timeout)
         with self._lock:
             self._closed = True
             self._was_opened = True

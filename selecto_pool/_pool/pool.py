@@ -36,7 +36,7 @@ from .._conn.liveness import expired, is_alive
 from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
-from .base import PoolBase
+from .base import PoolBase, wait_at_most
 from .statement_caches import StatementCaches
 from .stats import PoolStats, exhausted_message, snapshot
 
@@ -52,15 +52,11 @@ TCP_KEEPALIVE_DEFAULTS = {
     "keepalives_count": 3,
 }
 
-# The longest wait at checkout or close: longer ones overflow threading's.
+# The longest wait at checkout: a longer one overflows threading's.
 _LONGEST_CHECKOUT = MAXIMA["checkout_timeout"]
 # How long a background look at idle connections waits to take one before
 # giving up (the pool got busy: whoever took the connection checks it anyway).
 _TAKE_IDLE_TIMEOUT = 0.01
-
-
-def _wait_at_most(timeout: float) -> float:
-    return min(timeout, _LONGEST_CHECKOUT) if timeout >= 0 else 0.0  # NaN: 0
 
 
 class SelectoPool(PoolBase, psycopg_pool.ConnectionPool[Connection]):
@@ -181,20 +177,6 @@ class SelectoPool(PoolBase, psycopg_pool.ConnectionPool[Connection]):
             self._usage.checked_in()
 
     # -- lifecycle -----------------------------------------------------------
-    def stop(self, timeout: float = 5.0) -> None:
-        """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
-        deadline = time.monotonic() + _wait_at_most(timeout)
-        self._draining = True
-        still_out = self._usage.wait_for_returns(deadline)
-        if still_out:
-            logger.warning(
-                "stopping pool %r with %d connection(s) still checked out; "
-                "they are closed when returned",
-                self.name,
-                still_out,
-            )
-        self.close(timeout=max(deadline - time.monotonic(), 0.1))
-
     def clear_prepared(self) -> int:
         """Deallocate prepared statements on every connection of the pool.
 
@@ -227,7 +209,7 @@ class SelectoPool(PoolBase, psycopg_pool.ConnectionPool[Connection]):
             return
         for callback in self._close_callbacks:
             callback()
-        timeout = _wait_at_most(timeout)
+        timeout = wait_at_most(timeout)
         self._maintainer.stop(timeout)
         super().close(timeout)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -161,6 +162,19 @@ def test_stop_pool_refuses_new_checkouts(pool: MySQLPool) -> None:
     sp.stop_pool(pool, timeout=0.5)
     with pytest.raises(PoolClosed):
         sp.checkout(pool)
+    assert sp.pool_stats(pool).closed
+
+
+@pytest.mark.parametrize("timeout", [1e10, math.inf, math.nan])
+def test_stop_pool_with_a_timeout_beyond_a_day_returns(
+    pool: MySQLPool, timeout: float
+) -> None:
+    # As on PostgreSQL (tests/test_limits.py): the wait is cut to what a
+    # thread can wait, not handed to threading, which raises.
+    assert sp.execute(pool, "SELECT 1").rows == [(1,)]
+    started = time.monotonic()
+    sp.stop_pool(pool, timeout=timeout)
+    assert time.monotonic() - started < 5
     assert sp.pool_stats(pool).closed
 
 
