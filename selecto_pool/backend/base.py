@@ -10,13 +10,12 @@ the settings it was built from change (the test database) or after ``fork()``.
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import psycopg_pool
 from django.conf import settings
 from django.db import connections
-from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
@@ -37,6 +36,7 @@ from .creation import DatabaseCreation
 from .cursor import SelectoCursor
 from .features import DatabaseFeatures
 from .operations import DatabaseOperations
+from .pooled import AliasPoolMixin
 
 logger = logging.getLogger("selecto_pool.pool")
 
@@ -54,7 +54,7 @@ class _PoolErrorsPassThrough(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-class DatabaseWrapper(postgresql.DatabaseWrapper):
+class DatabaseWrapper(AliasPoolMixin[SelectoPool], postgresql.DatabaseWrapper):
     """A PostgreSQL ``DatabaseWrapper`` whose connections come from the pool."""
 
     creation_class = DatabaseCreation
@@ -74,32 +74,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         check_flat_keys(self.alias, self.settings_dict)
         return options
 
-    @property
-    def pool(self) -> SelectoPool | None:
-        # Overridden: Django reads OPTIONS["pool"] as psycopg_pool arguments and
-        # keeps one pool per class; ours has its own options and registry.
-        # Django asks for the pool several times per checkout: keep it at hand
-        # until the registry changes or the database NAME does (test setup).
-        cached = self.__dict__.get("_pool_at_hand")
-        name = self.settings_dict["NAME"]
-        if cached is not None and cached[0] == registry.version and cached[1] == name:
-            return cast(SelectoPool, cached[2])
-        if self.alias == NO_DB_ALIAS or not self.pool_options.enabled:
-            return None
-        pool = registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
-        self.__dict__["_pool_at_hand"] = (registry.version, name, pool)
-        return pool
-
     def close_pool(self) -> None:
-        # Overridden so that closing never creates a pool just to close it,
-        # and so that Celery's prefork worker keeps its pool between tasks.
+        # Overridden so that Celery's prefork worker keeps its pool between
+        # tasks, and to forget the connection parameters kept at hand too.
         if celery_boundary.keeps_pool(self.alias):
             return
-        pool = registry.discard(self.alias)
-        if pool is not None:
-            pool.close()
-        self.__dict__.pop("pool_options", None)
-        self.__dict__.pop("_pool_at_hand", None)
+        super().close_pool()
         self.__dict__.pop("_params_at_hand", None)
 
     def _set_autocommit(self, autocommit: bool) -> None:
@@ -180,15 +160,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if self.settings_dict["CONN_HEALTH_CHECKS"]:
             return psycopg_pool.ConnectionPool.check_connection
         return None
-
-    def _pool_target(self) -> tuple[Any, ...]:
-        settings_dict = self.settings_dict
-        return (
-            settings_dict["NAME"],
-            settings_dict["USER"],
-            settings_dict["HOST"],
-            settings_dict["PORT"],
-        )
 
     def _new_pool(self) -> SelectoPool:
         _compat.check(django=True)

@@ -14,11 +14,11 @@ session keeps it.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
-from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.mysql import base as mysql
 from django.utils.functional import cached_property
 
@@ -26,10 +26,11 @@ from ..._config.mysql import resolve_mysql_options
 from ..._config.options import OPTION_NAMES, PoolOptions
 from ..._pool.mysql import MySQLPool
 from ..._process import registry
+from ..pooled import AliasPoolMixin
 from .creation import DatabaseCreation
 
 
-class DatabaseWrapper(mysql.DatabaseWrapper):
+class DatabaseWrapper(AliasPoolMixin[MySQLPool], mysql.DatabaseWrapper):
     """A MySQL ``DatabaseWrapper`` whose connections come from the pool."""
 
     creation_class = DatabaseCreation
@@ -43,28 +44,6 @@ class DatabaseWrapper(mysql.DatabaseWrapper):
         return resolve_mysql_options(
             self.alias, self.settings_dict, getattr(settings, "SELECTO_POOL", None)
         )
-
-    @property
-    def pool(self) -> MySQLPool | None:
-        # Django asks for it on every checkout: kept at hand until the
-        # registry changes or the database NAME does (test setup).
-        cached = self.__dict__.get("_pool_at_hand")
-        name = self.settings_dict["NAME"]
-        if cached is not None and cached[0] == registry.version and cached[1] == name:
-            return cast(MySQLPool, cached[2])
-        if self.alias == NO_DB_ALIAS or not self.pool_options.enabled:
-            return None
-        pool = registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
-        self.__dict__["_pool_at_hand"] = (registry.version, name, pool)
-        return pool
-
-    def close_pool(self) -> None:
-        """Close this alias's pool (the next query builds a new one)."""
-        pool = registry.discard(self.alias)
-        if pool is not None:
-            pool.close()
-        self.__dict__.pop("pool_options", None)
-        self.__dict__.pop("_pool_at_hand", None)
 
     def get_connection_params(self) -> dict[str, Any]:
         # Overridden to keep selecto_pool's keys away from mysqlclient.
@@ -116,15 +95,6 @@ class DatabaseWrapper(mysql.DatabaseWrapper):
         connection, self.connection = self.connection, None
         with self.wrap_database_errors:
             pool.putconn(connection)
-
-    def _pool_target(self) -> tuple[Any, ...]:
-        settings_dict = self.settings_dict
-        return (
-            settings_dict["NAME"],
-            settings_dict["USER"],
-            settings_dict["HOST"],
-            settings_dict["PORT"],
-        )
 
     def _new_pool(self) -> MySQLPool:
         registry.on_fork_in_child(_forget_inherited_connections)
