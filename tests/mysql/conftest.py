@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from django.db import connections
 
+import selecto_pool as sp
+from selecto_pool import MySQLPool
 from testproject.library.models import Author
 from testproject.mariaserver import LocalMariaDB
 
@@ -38,6 +40,26 @@ def observer(mariadb_server: LocalMariaDB) -> Iterator[Observer]:
     observer = Observer(mariadb_server)
     yield observer
     observer.close()
+
+
+@pytest.fixture
+def start_mysql_pool(
+    mariadb_server: LocalMariaDB, database: str
+) -> Iterator[Callable[..., MySQLPool]]:
+    """``start_mysql_pool(**options)``: ``start_pool(adapter="mysql")`` on the
+    module's database, the pool stopped at the end of the test."""
+    pools: list[MySQLPool] = []
+
+    def start(**options: Any) -> MySQLPool:
+        pool = sp.start_pool(
+            mariadb_server.connect_kwargs(database), adapter="mysql", **options
+        )
+        pools.append(pool)
+        return pool
+
+    yield start
+    for pool in pools:
+        sp.stop_pool(pool)
 
 
 @pytest.fixture

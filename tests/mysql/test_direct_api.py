@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,17 +22,12 @@ CHECKOUT_TIMEOUT = 0.5
 
 
 @pytest.fixture
-def pool(mariadb_server: LocalMariaDB, database: str) -> Iterator[MySQLPool]:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
-        pool_size=2,
-        max_overflow=0,
-        checkout_timeout=CHECKOUT_TIMEOUT,
+def pool(start_mysql_pool: Callable[..., MySQLPool]) -> MySQLPool:
+    pool = start_mysql_pool(
+        pool_size=2, max_overflow=0, checkout_timeout=CHECKOUT_TIMEOUT
     )
     sp.execute(pool, "CREATE TABLE ledger (id int, note varchar(20)) ENGINE=InnoDB")
-    yield pool
-    sp.stop_pool(pool, timeout=1)
+    return pool
 
 
 def notes(pool: MySQLPool) -> list[str]:
@@ -179,45 +174,27 @@ def test_stop_pool_with_a_timeout_beyond_a_day_returns(
 
 
 def test_overflow_grows_for_waiters_and_shrinks_when_idle(
-    mariadb_server: LocalMariaDB, database: str, observer: Observer
+    start_mysql_pool: Callable[..., MySQLPool], database: str, observer: Observer
 ) -> None:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
-        pool_size=1,
-        max_overflow=2,
-        max_idle=0.3,
-    )
-    try:
-        held = [sp.checkout(pool) for _ in range(3)]
-        assert sp.pool_stats(pool).overflow == 2
-        assert len(observer.sessions_on(database)) == 3
-        for conn in held:
-            sp.checkin(pool, conn)
-        # One connection above pool_size closed per max_idle while unused.
-        wait_for(lambda: sp.pool_stats(pool).connections == 1, timeout=10)
-        wait_for(lambda: len(observer.sessions_on(database)) == 1, timeout=5)
-    finally:
-        sp.stop_pool(pool)
+    pool = start_mysql_pool(pool_size=1, max_overflow=2, max_idle=0.3)
+    held = [sp.checkout(pool) for _ in range(3)]
+    assert sp.pool_stats(pool).overflow == 2
+    assert len(observer.sessions_on(database)) == 3
+    for conn in held:
+        sp.checkin(pool, conn)
+    # One connection above pool_size closed per max_idle while unused.
+    wait_for(lambda: sp.pool_stats(pool).connections == 1, timeout=10)
+    wait_for(lambda: len(observer.sessions_on(database)) == 1, timeout=5)
 
 
 def test_max_lifetime_retires_connections(
-    mariadb_server: LocalMariaDB, database: str
+    start_mysql_pool: Callable[..., MySQLPool],
 ) -> None:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
-        pool_size=1,
-        max_overflow=0,
-        max_lifetime=0.2,
-    )
-    try:
-        first = sp.execute(pool, "SELECT CONNECTION_ID()").rows
-        time.sleep(0.3)
-        assert sp.execute(pool, "SELECT CONNECTION_ID()").rows != first
-        assert sp.pool_stats(pool).connections_opened >= 2
-    finally:
-        sp.stop_pool(pool)
+    pool = start_mysql_pool(pool_size=1, max_overflow=0, max_lifetime=0.2)
+    first = sp.execute(pool, "SELECT CONNECTION_ID()").rows
+    time.sleep(0.3)
+    assert sp.execute(pool, "SELECT CONNECTION_ID()").rows != first
+    assert sp.pool_stats(pool).connections_opened >= 2
 
 
 def test_execute_returns_tuples_whatever_the_cursor_class(
@@ -241,26 +218,21 @@ def test_execute_returns_tuples_whatever_the_cursor_class(
 
 
 def test_the_largest_timeouts_wait_rather_than_fail(
-    mariadb_server: LocalMariaDB, database: str
+    start_mysql_pool: Callable[..., MySQLPool],
 ) -> None:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
+    pool = start_mysql_pool(
         pool_size=1,
         max_overflow=0,
         # The maxima (values above them are refused: tests/test_limits.py).
         checkout_timeout=MAXIMA["checkout_timeout"],
         max_idle=MAXIMA["max_idle"],
     )
-    try:
-        held = sp.checkout(pool)
-        served: list[Any] = []
-        waiter = threading.Thread(target=lambda: served.append(sp.checkout(pool)))
-        waiter.start()
-        wait_for(lambda: sp.pool_stats(pool).waiting == 1, timeout=5)
-        sp.checkin(pool, held)
-        waiter.join(5)
-        assert len(served) == 1
-        sp.checkin(pool, served[0])
-    finally:
-        sp.stop_pool(pool)
+    held = sp.checkout(pool)
+    served: list[Any] = []
+    waiter = threading.Thread(target=lambda: served.append(sp.checkout(pool)))
+    waiter.start()
+    wait_for(lambda: sp.pool_stats(pool).waiting == 1, timeout=5)
+    sp.checkin(pool, held)
+    waiter.join(5)
+    assert len(served) == 1
+    sp.checkin(pool, served[0])

@@ -42,49 +42,31 @@ def session_ids(pool: MySQLPool) -> set[int]:
 
 
 def test_killed_connections_are_replaced_at_checkout(
-    mariadb_server: LocalMariaDB, database: str, observer: Observer
+    start_mysql_pool: Callable[..., MySQLPool], database: str, observer: Observer
 ) -> None:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
-        pool_size=2,
-        max_overflow=0,
-        health_check_interval=0,
-    )
-    try:
-        pool.wait(5)
-        killed = session_ids(pool)
-        observer.kill(sorted(killed))
-        # Each checkout finds its connection dead (EOF on the socket) and
-        # takes a new one: no error reaches the caller.
-        for _ in range(4):
-            assert sp.execute(pool, "SELECT 1").rows == [(1,)]
-        assert not killed & set(observer.sessions_on(database))
-        assert sp.pool_stats(pool).connections_replaced == 2
-    finally:
-        sp.stop_pool(pool)
+    pool = start_mysql_pool(pool_size=2, max_overflow=0, health_check_interval=0)
+    pool.wait(5)
+    killed = session_ids(pool)
+    observer.kill(sorted(killed))
+    # Each checkout finds its connection dead (EOF on the socket) and takes
+    # a new one: no error reaches the caller.
+    for _ in range(4):
+        assert sp.execute(pool, "SELECT 1").rows == [(1,)]
+    assert not killed & set(observer.sessions_on(database))
+    assert sp.pool_stats(pool).connections_replaced == 2
 
 
 def test_health_sweeps_replace_killed_idle_connections(
-    mariadb_server: LocalMariaDB, database: str, observer: Observer
+    start_mysql_pool: Callable[..., MySQLPool], database: str, observer: Observer
 ) -> None:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
-        pool_size=2,
-        max_overflow=0,
-        health_check_interval=0.1,
-    )
-    try:
-        pool.wait(5)
-        killed = set(observer.sessions_on(database))
-        observer.kill(sorted(killed))
-        # Without any checkout: the maintenance thread finds and replaces them.
-        wait_for(lambda: sp.pool_stats(pool).connections_replaced == 2, timeout=10)
-        wait_for(lambda: len(observer.sessions_on(database)) == 2, timeout=10)
-        assert not killed & set(observer.sessions_on(database))
-    finally:
-        sp.stop_pool(pool)
+    pool = start_mysql_pool(pool_size=2, max_overflow=0, health_check_interval=0.1)
+    pool.wait(5)
+    killed = set(observer.sessions_on(database))
+    observer.kill(sorted(killed))
+    # Without any checkout: the maintenance thread finds and replaces them.
+    wait_for(lambda: sp.pool_stats(pool).connections_replaced == 2, timeout=10)
+    wait_for(lambda: len(observer.sessions_on(database)) == 2, timeout=10)
+    assert not killed & set(observer.sessions_on(database))
 
 
 @pytest.mark.slow
@@ -136,24 +118,16 @@ def test_the_engine_recovers_after_a_server_crash(
 
 
 def test_a_leaked_connection_is_reported_with_its_stack(
-    mariadb_server: LocalMariaDB, database: str, caplog: pytest.LogCaptureFixture
+    start_mysql_pool: Callable[..., MySQLPool], caplog: pytest.LogCaptureFixture
 ) -> None:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
-        pool_size=1,
-        leak_detection_threshold=0.1,
-    )
-    try:
-        with caplog.at_level(logging.WARNING, "selecto_pool"):
-            conn = sp.checkout(pool)
-            # Counted, then logged: wait for the log line itself.
-            wait_for(lambda: "has not been returned" in caplog.text, timeout=5)
-            sp.checkin(pool, conn)
-        assert sp.pool_stats(pool).leaks == 1
-        assert "test_a_leaked_connection_is_reported_with_its_stack" in caplog.text
-    finally:
-        sp.stop_pool(pool)
+    pool = start_mysql_pool(pool_size=1, leak_detection_threshold=0.1)
+    with caplog.at_level(logging.WARNING, "selecto_pool"):
+        conn = sp.checkout(pool)
+        # Counted, then logged: wait for the log line itself.
+        wait_for(lambda: "has not been returned" in caplog.text, timeout=5)
+        sp.checkin(pool, conn)
+    assert sp.pool_stats(pool).leaks == 1
+    assert "test_a_leaked_connection_is_reported_with_its_stack" in caplog.text
 
 
 def in_child(write_fd: int, alias: str, held: Any, pool: MySQLPool) -> None:
@@ -225,21 +199,12 @@ def test_a_forked_child_leaves_the_parents_sessions_alone(
 
 
 def test_a_connection_closed_by_its_user_is_replaced(
-    mariadb_server: LocalMariaDB, database: str
+    start_mysql_pool: Callable[..., MySQLPool],
 ) -> None:
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database),
-        adapter="mysql",
-        pool_size=1,
-        max_overflow=0,
-        checkout_timeout=2,
-    )
-    try:
-        conn = sp.checkout(pool)
-        conn.close()  # a careless caller
-        sp.checkin(pool, conn)
-        assert sp.execute(pool, "SELECT 1").rows == [(1,)]
-        stats = sp.pool_stats(pool)
-        assert (stats.connections, stats.connections_replaced) == (1, 1)
-    finally:
-        sp.stop_pool(pool)
+    pool = start_mysql_pool(pool_size=1, max_overflow=0, checkout_timeout=2)
+    conn = sp.checkout(pool)
+    conn.close()  # a careless caller
+    sp.checkin(pool, conn)
+    assert sp.execute(pool, "SELECT 1").rows == [(1,)]
+    stats = sp.pool_stats(pool)
+    assert (stats.connections, stats.connections_replaced) == (1, 1)
