@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +18,7 @@ from testproject.mariaserver import LocalMariaDB
 from ..support import mariadb
 from ..support.clients import wait_for
 from ..support.mariadb import Observer
+from ..support.processes import report_from_fork
 
 
 @pytest.fixture(scope="module")
@@ -130,32 +128,25 @@ def test_a_leaked_connection_is_reported_with_its_stack(
     assert "test_a_leaked_connection_is_reported_with_its_stack" in caplog.text
 
 
-def in_child(write_fd: int, alias: str, held: Any, pool: MySQLPool) -> None:
-    """Runs in the forked child; reports through the pipe, never returns."""
-    status = 1
+def in_child(alias: str, held: Any, pool: MySQLPool) -> dict[str, Any]:
+    """Runs in the forked child: what it gets, then what a careless one does."""
+    report: dict[str, Any] = {"count": Author.objects.using(alias).count()}
+    report["own"] = connections[alias].connection.thread_id()
+    connections[alias].close()
     try:
-        report: dict[str, Any] = {"count": Author.objects.using(alias).count()}
-        report["own"] = connections[alias].connection.thread_id()
-        connections[alias].close()
-        try:
-            sp.checkout(pool)
-        except sp.PoolClosed as exc:
-            report["direct"] = str(exc)
-        # What a careless child does: close what it inherited. mysqlclient
-        # would send the server a goodbye on the parent's socket.
-        held.close()
-        pool.close()
-        os.write(write_fd, json.dumps(report).encode())
-        status = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(status)
+        sp.checkout(pool)
+    except sp.PoolClosed as exc:
+        report["direct"] = str(exc)
+    # What a careless child does: close what it inherited. mysqlclient
+    # would send the server a goodbye on the parent's socket.
+    held.close()
+    pool.close()
+    return report
 
 
 def test_a_forked_child_leaves_the_parents_sessions_alone(
     mysql_alias: Callable[..., str],
-    mariadb_server: LocalMariaDB,
+    start_mysql_pool: Callable[..., MySQLPool],
     database: str,
     observer: Observer,
 ) -> None:
@@ -164,22 +155,11 @@ def test_a_forked_child_leaves_the_parents_sessions_alone(
     # The parent keeps its ORM connection and a direct one checked out
     # across the fork, as a preloading server mid-request would.
     parent_orm = connections[alias].connection.thread_id()
-    pool = sp.start_pool(
-        mariadb_server.connect_kwargs(database), adapter="mysql", pool_size=2
-    )
+    pool = start_mysql_pool(pool_size=2)
     held = sp.checkout(pool)
     before = set(observer.sessions_on(database))
 
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:
-        in_child(write_fd, alias, held, pool)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        output = pipe.read()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed (see stderr)"
-    report = json.loads(output)
+    report = report_from_fork(lambda: in_child(alias, held, pool))
     try:
         assert report["count"] == 1
         assert report["own"] not in before
@@ -194,7 +174,6 @@ def test_a_forked_child_leaves_the_parents_sessions_alone(
         assert sp.execute(pool, "SELECT 2").rows == [(2,)]
     finally:
         sp.checkin(pool, held)
-        sp.stop_pool(pool)
         connections[alias].close()
 
 

@@ -12,8 +12,8 @@ another test module:
 * ``hostile``: a role with LOGIN and nothing else, aliases added at run time,
   waiting for this process's control responder;
 * ``statements``: every connection of a pool, a backend's server memory;
-* ``processes``: running the demo project in processes of its own, and
-  finding their children;
+* ``processes``: running the demo project in processes of its own, finding
+  their children, and a function in a forked child (``report_from_fork``);
 * ``proxy``: a TCP proxy that injects network faults;
 * ``pgbouncer``: Debian's PgBouncer in front of a server;
 * ``worker`` and ``exiting``: programs those processes run

@@ -1,9 +1,14 @@
-"""Running the demo project (``testproject``) in processes of its own."""
+"""Running the demo project (``testproject``) in processes of its own, and a
+function in a forked child of the test's."""
 
 from __future__ import annotations
 
+import json
 import os
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: The repository: the working directory of ``manage.py`` and ``python -m``.
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,3 +44,30 @@ def children_of(pid: int) -> set[int]:
         if int(fields[1]) == pid:
             children.add(int(stat.parent.name))
     return children
+
+
+def report_from_fork(child: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """What ``child()`` returns when run in a forked child of this process.
+
+    The child sends it as JSON through a pipe and ends with ``os._exit()``,
+    never returning into pytest; if it raises, its traceback goes to stderr
+    and the calling test fails.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.write(write_fd, json.dumps(child()).encode())
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        output = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child failed (see stderr)"
+    report: dict[str, Any] = json.loads(output)
+    return report
