@@ -7,6 +7,7 @@ its stats, or make ``poolstats`` print what it wants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -214,19 +215,35 @@ def test_another_role_cannot_pose_as_a_silent_process(
     assert elapsed < 1.5, "waited for a process that isn't one"
 
 
+@contextlib.contextmanager
+def alias_of_its_own(name: str, caplog: pytest.LogCaptureFixture) -> Iterator[str]:
+    """``name``: a one-connection alias whose responder, its own and so never
+    warned yet, answers; the control channel's warnings are captured from
+    before it starts."""
+    options = {"pool": {"pool_size": 1, "max_overflow": 0}}
+    with (
+        extra_alias(name, OPTIONS=options) as alias,
+        caplog.at_level(logging.WARNING, logger="selecto_pool.control"),
+    ):
+        wait_until_answering(alias)
+        yield alias
+
+
+def intruder_connection(
+    intruder_info: dict[str, Any], alias: str
+) -> psycopg.Connection[Any]:
+    """The intruding role's connection to the database of ``alias``."""
+    info = {**intruder_info, "dbname": conninfo_of(alias)["dbname"]}
+    return psycopg.connect(**info, autocommit=True)
+
+
 def test_unverified_messages_are_logged_once_a_minute(
     intruder_info: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     from selecto_pool._process import control
 
-    options = {"pool": {"pool_size": 1, "max_overflow": 0}}
-    with (
-        extra_alias("watched", OPTIONS=options) as alias,
-        caplog.at_level(logging.WARNING, logger="selecto_pool.control"),
-    ):
-        wait_until_answering(alias)  # a responder of its own, never warned
-        info = {**intruder_info, "dbname": conninfo_of(alias)["dbname"]}
-        with psycopg.connect(**info, autocommit=True) as conn:
+    with alias_of_its_own("watched", caplog) as alias:
+        with intruder_connection(intruder_info, alias) as conn:
             for number in range(5):
                 notify(conn, f"garbage {number}")
         deadline = time.monotonic() + 3
@@ -247,14 +264,8 @@ def test_a_flood_is_sat_out_and_the_process_answers_after_it(
 ) -> None:
     from selecto_pool._process import control
 
-    options = {"pool": {"pool_size": 1, "max_overflow": 0}}
-    with (
-        extra_alias("flooded", OPTIONS=options) as alias,
-        caplog.at_level(logging.WARNING, logger="selecto_pool.control"),
-    ):
-        wait_until_answering(alias)
-        info = {**intruder_info, "dbname": conninfo_of(alias)["dbname"]}
-        with psycopg.connect(**info, autocommit=True) as conn:
+    with alias_of_its_own("flooded", caplog) as alias:
+        with intruder_connection(intruder_info, alias) as conn:
             conn.execute(
                 "SELECT pg_notify('selecto_pool_control', 'flood ' || g) "
                 "FROM generate_series(1, 20000) g"
