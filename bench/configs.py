@@ -48,14 +48,27 @@ class Config:
         return not self.only or workload in self.only
 
 
+def _unpooled(engine: str, conn_max_age: int | None) -> Callable[[int], Settings]:
+    """Django's own backend, without a pool (whatever the size)."""
+    return lambda size: {"ENGINE": engine, "CONN_MAX_AGE": conn_max_age}
+
+
+def _djdbcp(engine: str) -> Callable[[int], Settings]:
+    """django-db-connection-pool's backend on ``engine``, a fixed pool."""
+    return lambda size: {
+        "ENGINE": engine,
+        "POOL_OPTIONS": {"POOL_SIZE": size, "MAX_OVERFLOW": 0},
+    }
+
+
 def _native(size: int, **options: Any) -> Settings:
     pool = {"min_size": size, "max_size": size}
     return {"ENGINE": STOCK, "OPTIONS": {**options, "pool": pool}}
 
 
-def _selecto(size: int, **pool: Any) -> Settings:
+def _selecto(size: int, engine: str = SELECTO, **pool: Any) -> Settings:
     pool = {"pool_size": size, "max_overflow": 0, **pool}
-    return {"ENGINE": SELECTO, "OPTIONS": {"pool": pool}}
+    return {"ENGINE": engine, "OPTIONS": {"pool": pool}}
 
 
 CONFIGS: dict[str, Config] = {
@@ -65,13 +78,13 @@ CONFIGS: dict[str, Config] = {
             "nopool",
             "Django, no pooling (CONN_MAX_AGE=0)",
             pooled=False,
-            settings=lambda size: {"ENGINE": STOCK, "CONN_MAX_AGE": 0},
+            settings=_unpooled(STOCK, 0),
         ),
         Config(
             "persistent",
             "Django, persistent connections (CONN_MAX_AGE=None)",
             pooled=False,
-            settings=lambda size: {"ENGINE": STOCK, "CONN_MAX_AGE": None},
+            settings=_unpooled(STOCK, None),
         ),
         Config(
             "native",
@@ -91,10 +104,7 @@ CONFIGS: dict[str, Config] = {
             "djdbcp",
             "django-db-connection-pool (SQLAlchemy QueuePool)",
             pooled=True,
-            settings=lambda size: {
-                "ENGINE": DJ_DB_CONN_POOL,
-                "POOL_OPTIONS": {"POOL_SIZE": size, "MAX_OVERFLOW": 0},
-            },
+            settings=_djdbcp(DJ_DB_CONN_POOL),
         ),
         Config(
             "selecto",
@@ -134,34 +144,28 @@ MYSQL_CONFIGS: dict[str, Config] = {
             "mysql-nopool",
             "Django's MySQL backend, no pooling (CONN_MAX_AGE=0)",
             pooled=False,
-            settings=lambda size: {"ENGINE": MYSQL_STOCK, "CONN_MAX_AGE": 0},
+            settings=_unpooled(MYSQL_STOCK, 0),
             vendor="mysql",
         ),
         Config(
             "mysql-persistent",
             "Django's MySQL backend, persistent connections (CONN_MAX_AGE=None)",
             pooled=False,
-            settings=lambda size: {"ENGINE": MYSQL_STOCK, "CONN_MAX_AGE": None},
+            settings=_unpooled(MYSQL_STOCK, None),
             vendor="mysql",
         ),
         Config(
             "mysql-djdbcp",
             "django-db-connection-pool's MySQL backend (SQLAlchemy QueuePool)",
             pooled=True,
-            settings=lambda size: {
-                "ENGINE": MYSQL_DJ_DB_CONN_POOL,
-                "POOL_OPTIONS": {"POOL_SIZE": size, "MAX_OVERFLOW": 0},
-            },
+            settings=_djdbcp(MYSQL_DJ_DB_CONN_POOL),
             vendor="mysql",
         ),
         Config(
             "mysql-selecto",
             "selecto-pool's MySQL ENGINE (defaults)",
             pooled=True,
-            settings=lambda size: {
-                "ENGINE": MYSQL_SELECTO,
-                "OPTIONS": {"pool": {"pool_size": size, "max_overflow": 0}},
-            },
+            settings=lambda size: _selecto(size, MYSQL_SELECTO),
             apps=("selecto_pool",),
             vendor="mysql",
         ),
