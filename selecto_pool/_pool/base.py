@@ -5,7 +5,8 @@ both mix in ``PoolBase``: the process the pool belongs to, its usage
 counters, leak detection and maintenance thread, the callbacks run when it
 closes, and the refusals of a pool inherited across ``fork()`` or stopping.
 Checkout and checkin stay in each pool, without a call to this module: they
-are the hot path.
+are the hot path. ``PoolBase`` comes last among a pool's bases, so that its
+``super()`` calls (psycopg_pool's ``getconn``...) look through no extra class.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def wait_at_most(timeout: float) -> float:
 
 
 class PoolBase:
-    """Mixed into a pool class ahead of its connection-handling base."""
+    """Mixed into a pool class, after its connection-handling base."""
 
     name: str
     options: PoolOptions

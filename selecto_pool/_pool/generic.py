@@ -49,7 +49,7 @@ class _Expired(Exception):
     """A checkout's deadline passed (turned into CheckoutTimeout)."""
 
 
-class GenericPool(PoolBase, Upkeep[C]):
+class GenericPool(Upkeep[C], PoolBase):
     """A process-local pool of DB-API connections to one database."""
 
     def __init__(

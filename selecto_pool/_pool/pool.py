@@ -59,7 +59,7 @@ _LONGEST_CHECKOUT = MAXIMA["checkout_timeout"]
 _TAKE_IDLE_TIMEOUT = 0.01
 
 
-class SelectoPool(PoolBase, psycopg_pool.ConnectionPool[Connection]):
+class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
     """A process-local pool of psycopg connections to one database."""
 
     def __init__(
