@@ -31,6 +31,13 @@ logger = logging.getLogger("selecto_pool.pool")
 _LONGEST_WAIT = MAXIMA["checkout_timeout"]
 
 
+def checkout_timeout(timeout: float) -> float:
+    """A checkout's ``timeout=``, or ``ValueError`` past the longest (NaN too)."""
+    if not timeout <= _LONGEST_WAIT:
+        raise ValueError(f"checkout timeout {timeout!r}: at most 86400 s")
+    return timeout
+
+
 def wait_at_most(timeout: float) -> float:
     """``timeout``, within what a thread can wait (negative or NaN: 0)."""
     return min(timeout, _LONGEST_WAIT) if timeout >= 0 else 0.0  # NaN: 0

@@ -33,7 +33,7 @@ from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from ..errors import CheckoutTimeout, PoolClosed, PoolStartError
 from . import forks, usage
-from .base import PoolBase, wait_at_most
+from .base import PoolBase, checkout_timeout, wait_at_most
 from .driver import Driver
 from .opener import Opener
 from .stats import PoolStats, cache_totals, exhausted_message, percentile
@@ -99,8 +99,7 @@ class GenericPool(Upkeep[C], PoolBase):
         """Hand out a live connection, or raise ``CheckoutTimeout``."""
         if self._born_in != forks.current() or self._draining or self._closed:
             self._refuse()
-        if timeout is None:
-            timeout = self.timeout
+        timeout = self.timeout if timeout is None else checkout_timeout(timeout)
         started = time.monotonic()
         self._usage.start_waiting()
         try:

@@ -30,13 +30,13 @@ import psycopg_pool
 from psycopg.pq import TransactionStatus
 
 from .. import _compat
-from .._config.options import MAXIMA, PoolOptions
+from .._config.options import PoolOptions
 from .._conn import reset
 from .._conn.liveness import expired, is_alive
 from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
-from .base import PoolBase, wait_at_most
+from .base import PoolBase, checkout_timeout, wait_at_most
 from .statement_caches import StatementCaches
 from .stats import PoolStats, exhausted_message, snapshot
 
@@ -53,7 +53,6 @@ TCP_KEEPALIVE_DEFAULTS = {
 }
 
 # The longest wait at checkout: a longer one overflows threading's.
-_LONGEST_CHECKOUT = MAXIMA["checkout_timeout"]
 # How long a background look at idle connections waits to take one before
 # giving up (the pool got busy: whoever took the connection checks it anyway).
 _TAKE_IDLE_TIMEOUT = 0.01
@@ -116,10 +115,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
         """Hand out a live connection, or raise ``CheckoutTimeout``."""
         if self._born_in != forks.current() or self._draining:
             self._refuse_if_unusable()
-        if timeout is None:
-            timeout = self.timeout
-        elif not timeout <= _LONGEST_CHECKOUT:  # NaN too
-            raise ValueError(f"checkout timeout {timeout!r}: at most 86400 s")
+        timeout = self.timeout if timeout is None else checkout_timeout(timeout)
         started = time.monotonic()
         self._usage.start_waiting()
         try:

@@ -29,7 +29,7 @@ from .._config.options import (
     resolve_options,
 )
 from .._pool.pool import SelectoPool
-from .._process import celery_boundary, registry
+from .._process import registry
 from .._process.control import Responder
 from ..errors import PoolError
 from .creation import DatabaseCreation
@@ -75,10 +75,7 @@ class DatabaseWrapper(AliasPoolMixin[SelectoPool], postgresql.DatabaseWrapper):
         return options
 
     def close_pool(self) -> None:
-        # Overridden so that Celery's prefork worker keeps its pool between
-        # tasks, and to forget the connection parameters kept at hand too.
-        if celery_boundary.keeps_pool(self.alias):
-            return
+        # Overridden to forget the connection parameters kept at hand too.
         super().close_pool()
         self.__dict__.pop("_params_at_hand", None)
 

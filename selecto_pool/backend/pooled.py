@@ -15,7 +15,7 @@ from django.db.backends.base.base import NO_DB_ALIAS
 
 from .._config.options import PoolOptions
 from .._pool.abc import Pool
-from .._process import registry
+from .._process import celery_boundary, registry
 
 P = TypeVar("P", bound=Pool)
 
@@ -49,7 +49,14 @@ class AliasPoolMixin(Generic[P]):
         return pool
 
     def close_pool(self) -> None:
-        """Close this alias's pool (the next query builds a new one)."""
+        """Close this alias's pool (the next query builds a new one).
+
+        Not between two tasks of a Celery prefork worker, whose Django fixup
+        closes the pool after each task: a selecto pool is fork-safe, the
+        worker keeps it (see _process.celery_boundary).
+        """
+        if celery_boundary.keeps_pool(self.alias):
+            return
         # Overridden so that closing never creates a pool just to close it.
         pool = registry.discard(self.alias)
         if pool is not None:

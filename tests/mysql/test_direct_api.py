@@ -157,6 +157,16 @@ def test_stop_pool_refuses_new_checkouts(pool: MySQLPool) -> None:
 
 
 @pytest.mark.parametrize("timeout", [1e10, math.inf, math.nan])
+def test_a_checkout_timeout_beyond_a_day_is_a_clear_error(
+    pool: MySQLPool, timeout: float
+) -> None:
+    # As on PostgreSQL (tests/test_limits.py), even with a connection idle.
+    with pytest.raises(ValueError, match="at most 86400"):
+        sp.checkout(pool, timeout=timeout)
+    assert sp.execute(pool, "SELECT 1").rows == [(1,)]
+
+
+@pytest.mark.parametrize("timeout", [1e10, math.inf, math.nan])
 def test_stop_pool_with_a_timeout_beyond_a_day_returns(
     pool: MySQLPool, timeout: float
 ) -> None:
