@@ -376,6 +376,63 @@ def test_a_reset_that_fails_closes_the_connection(
     assert "its reset left it INTRANS, not IDLE" in caplog.text
 
 
+def test_a_return_interrupted_midway_still_gives_the_connection_back() -> None:
+    """KeyboardInterrupt (Ctrl-C in a shell) or SystemExit arriving while a
+    connection is cleaned: it propagates, and the pool still has all of its
+    connections (it had counted the interrupted one as checked out for good,
+    every checkout then timing out)."""
+
+    def interrupted(conn: Connection) -> None:
+        raise KeyboardInterrupt
+
+    pool = sp.start_pool(
+        conninfo_of("default"),
+        pool_size=1,
+        max_overflow=0,
+        reset=interrupted,
+        checkout_timeout=2,
+    )
+    try:
+        conn = sp.checkout(pool)
+        with pytest.raises(KeyboardInterrupt):
+            sp.checkin(pool, conn)
+        assert conn.closed  # its session's state is unknown
+        again = sp.checkout(pool)
+        assert again.execute("SELECT 1").fetchone() == (1,)
+        assert sp.pool_stats(pool).in_use == 1
+    finally:
+        sp.stop_pool(pool, timeout=1)
+
+
+def test_a_reset_that_only_builds_a_generator_or_coroutine_fails_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``def reset(conn): yield ...`` or ``async def reset(conn)`` run no SQL
+    when called: the session would be handed on as it was, silently."""
+
+    def generator(conn: Connection) -> Iterator[None]:
+        conn.execute("RESET ALL")
+        yield
+
+    async def coroutine(conn: Connection) -> None:
+        conn.execute("RESET ALL")
+
+    for reset in (generator, coroutine):
+        pool = sp.start_pool(
+            conninfo_of("default"), pool_size=1, max_overflow=0, reset=reset
+        )
+        try:
+            with sp.with_connection(pool) as conn:
+                conn.execute("SET search_path TO pg_catalog")
+            assert conn.closed
+            with sp.with_connection(pool) as conn:
+                assert conn.execute("SHOW search_path").fetchone() != ("pg_catalog",)
+        finally:
+            sp.stop_pool(pool, timeout=1)
+    assert "returned a generator" in caplog.text
+    assert "returned a coroutine" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

@@ -12,6 +12,7 @@ server or the network longer than that bound.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import weakref
@@ -181,7 +182,17 @@ class Cleaner:
     def _run_reset(
         self, conn: Connection, reset: Callable[[Connection], object]
     ) -> None:
-        reset(conn)
+        result = reset(conn)
+        if inspect.isgenerator(result) or inspect.isawaitable(result):
+            # A generator or async function: calling it ran none of its code.
+            kind = "generator" if inspect.isgenerator(result) else "coroutine"
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # no "never awaited" warning on top of this error
+            raise TypeError(
+                f"the reset {reset!r} returned a {kind}, and so did nothing: "
+                "it must be a plain function taking the connection"
+            )
         if (status := conn.pgconn.transaction_status) != IDLE:
             raise _Unclean(
                 f"its reset left it {TransactionStatus(status).name}, not IDLE"

@@ -192,8 +192,16 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:
-            if not self.closed:  # else psycopg_pool closes it
-                self._clean(conn, returned=True)
+            try:
+                if not self.closed:  # else psycopg_pool closes it
+                    self._clean(conn, returned=True)
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, SystemExit...): the session
+                # is in an unknown state. Closed, and given back all the same,
+                # or psycopg_pool would count it as checked out for good.
+                conn.close()
+                super().putconn(conn)
+                raise
             super().putconn(conn)
         finally:
             self._usage.checked_in()
