@@ -306,6 +306,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._extra_configure:
             self._extra_configure(conn)
         self._caches.install(conn)
+        self._cleaner.configured(conn)
 
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""
@@ -333,6 +334,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             and not resets
             and not cursors
             and not conn.pgconn.pipeline_status
+            and not self._cleaner.client_state_changed(conn)
         ):
             return  # the common case: nothing to reset
         if status in reset.IN_TRANSACTION and not conn.closed:
