@@ -9,11 +9,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import OperationalError, connections
 from django.test import Client, RequestFactory, override_settings
+from django.utils.functional import SimpleLazyObject
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from selecto_pool import get_pool
+from selecto_pool import execute, get_pool
 from selecto_pool.views import health
 
 from .support.clients import wait_for
@@ -64,6 +65,50 @@ def test_staff_users_see_details(transactional_db: None) -> None:
     request.user = SimpleNamespace(is_staff=True)  # type: ignore[attr-defined]
     body = json.loads(health(request).content)
     assert body["pool"]["pool_size"] == 4
+
+
+@override_settings(SELECTO_POOL_HEALTH={"database": "spare", "probe_timeout": 0.5})
+def test_a_session_is_read_only_once_the_probe_succeeded(
+    transactional_db: None,
+) -> None:
+    """Telling a staff user apart reads the session and the user, from the
+    database: with Django's session and auth middleware, any request with a
+    session cookie (a well-formed one is enough) did so before probing,
+    waiting a checkout_timeout for a database that is down (then 500), or
+    for ever on a stalled network, and queueing for connections in a flood."""
+    looked_up: list[str] = []
+
+    def session_user() -> Any:
+        looked_up.append("user")
+        execute("spare", "SELECT true")  # what a session lookup waits for
+        return SimpleNamespace(is_staff=True)
+
+    request = RequestFactory().get("/health/db")
+    request.user = SimpleLazyObject(session_user)  # type: ignore[attr-defined]
+    server = spare_server()
+    server.stop()
+    try:
+        started = time.monotonic()
+        response = health(request)
+        elapsed = time.monotonic() - started
+    finally:
+        server.start()
+    assert response.status_code == 503
+    assert json.loads(response.content) == {"status": "unavailable"}
+    assert elapsed < 0.5 + 1.0 and looked_up == []
+
+
+def test_a_session_lookup_that_fails_leaves_the_caller_public(
+    transactional_db: None,
+) -> None:
+    def broken_session() -> Any:
+        raise OperationalError("the session table is unreachable")
+
+    request = RequestFactory().get("/health/db")
+    request.user = SimpleLazyObject(broken_session)  # type: ignore[attr-defined]
+    response = health(request)
+    assert response.status_code == 200
+    assert json.loads(response.content) == {"status": "ok"}
 
 
 @override_settings(SELECTO_POOL_HEALTH={"database": "spare", "probe_timeout": 0.5})
