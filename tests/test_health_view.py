@@ -227,3 +227,29 @@ def test_a_non_ascii_token_as_sent_over_http(transactional_db: None) -> None:
     sent = "jeton-très-secret-ünïcødé".encode().decode("latin-1")
     request = RequestFactory().get("/health/db", HTTP_AUTHORIZATION=f"Bearer {sent}")
     assert json.loads(health(request).content)["pool"]["name"] == "default"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "a-token-read-from-a-file\n",  # open(...).read() keeps the newline
+        " a-token-with-spaces-around ",
+        "a-token-with\x00-a-nul-byte",
+        "a-token-with\r\n-a-line-break",
+    ],
+)
+def test_a_token_no_client_can_send_is_a_configuration_error(token: str) -> None:
+    """HTTP trims spaces around a header's value and carries no control
+    characters: such a token would make every caller 401, silently."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from selecto_pool._config.health import health_settings
+
+    with (
+        override_settings(SELECTO_POOL_HEALTH={"token": token}),
+        pytest.raises(ImproperlyConfigured) as info,
+    ):
+        health_settings()
+    message = str(info.value)
+    assert "['token']" in message and "printable" in message
+    assert token.strip() not in message, "the token is never echoed"
