@@ -14,7 +14,7 @@ from django.test import Client, RequestFactory, override_settings
 from django.utils.functional import SimpleLazyObject
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from selecto_pool import execute, get_pool
+from selecto_pool import PoolClosed, execute, get_pool
 from selecto_pool.views import health
 
 from .support.clients import wait_for
@@ -253,3 +253,19 @@ def test_a_token_no_client_can_send_is_a_configuration_error(token: str) -> None
     message = str(info.value)
     assert "['token']" in message and "printable" in message
     assert token.strip() not in message, "the token is never echoed"
+
+
+@override_settings(SELECTO_POOL_HEALTH={"database": "tiny", "token": TOKEN})
+def test_a_pool_closed_by_hand_is_unavailable_not_an_error(client: Client) -> None:
+    """``get_pool(alias).close()`` rather than ``stop_pool(alias)``: the pool
+    stays the alias's (as Django's native pool does) and refuses to open
+    again; the check says so instead of failing with psycopg_pool's error."""
+    get_pool("tiny").close()
+    try:
+        response = get(client, Authorization=f"Bearer {TOKEN}")
+        assert response.status_code == 503
+        assert response.json()["error"] == "PoolClosed"
+        with pytest.raises(PoolClosed, match="stop_pool"):
+            get_pool("tiny")
+    finally:
+        connections["tiny"].close_pool()
