@@ -308,12 +308,27 @@ def demo(port: int) -> NoReturn:
         )
     if problem := cannot_listen(port):
         stop(f"{problem}: choose another port with --port")
-    ensure_venv()
-    serve = [PYTHON, "manage.py", "demo", "--port", str(port)]
+    python = demo_python()
+    serve = [python, "manage.py", "demo", "--port", str(port)]
     if not own_database:
         replace_with(*serve)
-    pgserver = [PYTHON, "-m", "testproject.pgserver", "run", "--data", data]
+    pgserver = [python, "-m", "testproject.pgserver", "run", "--data", data]
     replace_with(*pgserver, "--serves", url, "--", *serve)
+
+
+def demo_python() -> Path:
+    """The Python the demo runs on: ``.venv``'s, kept up to date.
+
+    Unless dev.py itself runs on one of its venvs (the suite's demo tests do,
+    under ``--versions newest`` too): then that one. ``ensure_venv()`` would
+    rebuild ``.venv`` with the newest combination's Python, deleting the
+    one a developer works with.
+    """
+    running = Path(sys.prefix)
+    if running.parent == ROOT and running.name.startswith(".venv"):
+        return Path(sys.executable)
+    ensure_venv()
+    return PYTHON
 
 
 def cannot_listen(port: int) -> str | None:
