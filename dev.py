@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -319,13 +320,12 @@ def demo(port: int) -> NoReturn:
 def demo_python() -> Path:
     """The Python the demo runs on: ``.venv``'s, kept up to date.
 
-    Unless dev.py itself runs on one of its venvs (the suite's demo tests do,
-    under ``--versions newest`` too): then that one. ``ensure_venv()`` would
-    rebuild ``.venv`` with the newest combination's Python, deleting the
-    one a developer works with.
+    Unless dev.py runs in a virtualenv that has Django (the suite's demo
+    tests run it on the suite's Python, e.g. .venv-newest's or a throwaway
+    venv's): then that one. ``ensure_venv()`` would rebuild ``.venv`` with
+    that other Python, deleting the one a developer works with.
     """
-    running = Path(sys.prefix)
-    if running.parent == ROOT and running.name.startswith(".venv"):
+    if sys.prefix != sys.base_prefix and importlib.util.find_spec("django"):
         return Path(sys.executable)
     ensure_venv()
     return PYTHON

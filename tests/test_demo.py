@@ -150,14 +150,15 @@ def test_the_demo_runs_on_the_dev_venv_running_dev_py(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The tests above run ``dev.py demo`` on the suite's Python. Under
-    ``dev.py test --versions newest`` that is .venv-newest's (3.13): dev.py
-    then rebuilt ``.venv`` with it, deleting the developer's venv (and any
-    suite running from it) in the middle of the run."""
+    ``dev.py test --versions newest`` that is .venv-newest's (3.13), or a
+    throwaway venv's: dev.py then rebuilt ``.venv`` with it, deleting the
+    developer's venv (and any suite running from it) in the middle of the
+    run."""
     import dev
 
-    newest = ROOT / ".venv-newest"
-    monkeypatch.setattr(sys, "prefix", str(newest))
-    monkeypatch.setattr(sys, "executable", str(newest / "bin" / "python"))
+    other = Path("/tmp/a-throwaway-venv")  # not created: never run
+    monkeypatch.setattr(sys, "prefix", str(other))
+    monkeypatch.setattr(sys, "executable", str(other / "bin" / "python"))
     monkeypatch.setenv("DATABASE_URL", "postgres://demo@127.0.0.1:1/demo")
     monkeypatch.setattr(dev, "ensure_venv", lambda *_, **__: pytest.fail(".venv"))
     ran: list[list[str]] = []
