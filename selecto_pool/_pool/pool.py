@@ -20,6 +20,7 @@ subclass adds only what it lacks:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import weakref
@@ -116,6 +117,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             timeout=options.checkout_timeout,
             max_lifetime=options.max_lifetime,
             max_idle=options.max_idle,
+            # Never give up on a missing connection (psycopg_pool does after
+            # 5 minutes, then opens one again only for a checkout, which
+            # /health/db never makes): the maintenance thread paces retries.
+            reconnect_timeout=math.inf,
         )
         # Nothing is recorded at checkout unless leak detection is on.
         self._leaks = (
