@@ -117,9 +117,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             timeout=options.checkout_timeout,
             max_lifetime=options.max_lifetime,
             max_idle=options.max_idle,
-            # Never give up on a missing connection (psycopg_pool does after
-            # 5 minutes, then opens one again only for a checkout, which
-            # /health/db never makes): the maintenance thread paces retries.
+            # Never give up on a missing connection: psycopg_pool does after 5
+            # minutes, then reopens one only for a checkout (/health/db makes none).
             reconnect_timeout=math.inf,
         )
         # Nothing is recorded at checkout unless leak detection is on.
@@ -182,8 +181,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             self._usage.checked_out(None)
         return conn
 
-    def putconn(self, conn: Connection) -> None:
-        """Take a connection back, clean: no transaction, autocommit on."""
+    def putconn(self, conn: Connection, *, reset: bool = True) -> None:
+        """Take a connection back, clean: no transaction, autocommit on (and
+        reset, unless ``reset=False``: /health/db's SELECT 1 changed nothing)."""
         if self._born_in != forks.current():
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
@@ -199,11 +199,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         try:
             try:
                 if not self.closed:  # else psycopg_pool closes it
-                    self._clean(conn, returned=True)
+                    self._clean(conn, returned=True, with_reset=reset)
             except BaseException:
-                # Interrupted (KeyboardInterrupt, SystemExit...): the session
-                # is in an unknown state. Closed, and given back all the same,
-                # or psycopg_pool would count it as checked out for good.
+                # Interrupted (KeyboardInterrupt...): closed, and given back all
+                # the same, or psycopg_pool counts it as checked out for good.
                 conn.close()
                 super().putconn(conn)
                 raise
@@ -334,11 +333,13 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._draining:
             raise PoolClosed(f"pool {self.name!r} is stopping")
 
-    def _clean(self, conn: Connection, *, returned: bool = False) -> None:
+    def _clean(
+        self, conn: Connection, *, returned: bool = False, with_reset: bool = True
+    ) -> None:
         """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
         status = conn.pgconn.transaction_status
         current = self._caches.is_current(conn)
-        resets = returned and self._cleaner.resets
+        resets = returned and with_reset and self._cleaner.resets
         cursors = self._cleaner.open_cursors(conn) if returned else []
         if (
             status == TransactionStatus.IDLE
