@@ -121,9 +121,13 @@ class Cleaner:
         if self._client_defaults is None:
             self._client_defaults = client_state(conn)
 
-    def client_state_changed(self, conn: Connection) -> bool:
+    def restore_client_state(self, conn: Connection) -> None:
+        """Undo what the borrower set on the psycopg object (no I/O); ``conn``
+        must be out of a transaction, as ``isolation_level`` & co. require."""
         defaults = self._client_defaults
-        return defaults is not None and client_state(conn) != defaults
+        if defaults is not None and client_state(conn) != defaults:
+            for name, value in zip(CLIENT_STATE, defaults, strict=True):
+                setattr(conn, name, value)
 
     def track_cursor(self, conn: Connection, cursor: Any) -> None:
         """Close the named ``cursor`` on return if it is still open.
@@ -199,11 +203,7 @@ class Cleaner:
             conn.rollback()
         if not conn.autocommit:
             conn.autocommit = True
-        defaults = self._client_defaults
-        if defaults is not None and client_state(conn) != defaults:
-            # Out of a transaction by now, as isolation_level & co. require.
-            for name, value in zip(CLIENT_STATE, defaults, strict=True):
-                setattr(conn, name, value)
+        self.restore_client_state(conn)  # out of a transaction by now
         for cursor in cursors:
             # Sends CLOSE for a cursor WITH HOLD (the rollback closed the
             # others), and marks it closed for its owner.

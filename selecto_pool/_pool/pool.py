@@ -338,6 +338,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
     ) -> None:
         """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
         status = conn.pgconn.transaction_status
+        if status == TransactionStatus.IDLE and not conn.pgconn.pipeline_status:
+            self._cleaner.restore_client_state(conn)  # else in clean(), or closed
         current = self._caches.is_current(conn)
         resets = returned and with_reset and self._cleaner.resets
         cursors = self._cleaner.open_cursors(conn) if returned else []
@@ -348,7 +350,6 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             and not resets
             and not cursors
             and not conn.pgconn.pipeline_status
-            and not self._cleaner.client_state_changed(conn)
         ):
             return  # the common case: nothing to reset
         if status in reset.IN_TRANSACTION and not conn.closed:
