@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -358,12 +359,26 @@ def demo(port: int) -> NoReturn:
         )
     if problem := cannot_listen(port):
         stop(f"{problem}: choose another port with --port")
-    ensure_venv()
-    serve = [PYTHON, "manage.py", "demo", "--port", str(port)]
+    python = demo_python()
+    serve = [python, "manage.py", "demo", "--port", str(port)]
     if not own_database:
         replace_with(*serve)
-    pgserver = [PYTHON, "-m", "testproject.pgserver", "run", "--data", data]
+    pgserver = [python, "-m", "testproject.pgserver", "run", "--data", data]
     replace_with(*pgserver, "--serves", url, "--", *serve)
+
+
+def demo_python() -> Path:
+    """The Python the demo runs on: ``.venv``'s, kept up to date.
+
+    Unless dev.py runs in a virtualenv that has Django (the suite's demo
+    tests run it on the suite's Python, e.g. .venv-newest's or a throwaway
+    venv's): then that one. ``ensure_venv()`` would rebuild ``.venv`` with
+    that other Python, deleting the one a developer works with.
+    """
+    if sys.prefix != sys.base_prefix and importlib.util.find_spec("django"):
+        return Path(sys.executable)
+    ensure_venv()
+    return PYTHON
 
 
 def cannot_listen(port: int) -> str | None:

@@ -1,8 +1,9 @@
 """``/health/db``: is the database reachable through the pool, right now?
 
-Public callers (load balancers) get the status only; staff users and callers
-with the configured bearer token also get the probe latency and the pool's
-stats, or OpenMetrics text with ``?format=openmetrics``. A bearer token that
+Public callers (load balancers) get the status only; callers with the
+configured bearer token, and staff users while the database answers, also
+get the probe latency and the pool's stats, or OpenMetrics text with
+``?format=openmetrics``. A bearer token that
 doesn't match gets 401. The probe itself (``_ops.probe``) answers within
 ``probe_timeout`` and never takes a connection the application could use.
 """
@@ -15,6 +16,7 @@ import os
 import socket
 from typing import Any
 
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
@@ -30,15 +32,17 @@ PUBLIC, DETAILS, DENIED = "public", "details", "denied"
 @never_cache
 def health(request: HttpRequest) -> HttpResponse:
     config = health_settings()
-    access = _access(request, config)
+    access = _token_access(request, config)
     if access == DENIED:
         response = JsonResponse({"error": "invalid_token"}, status=401)
         response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         return response
+    result = probe_alias(config.database, config)
+    if access == PUBLIC and result.status == "ok" and _is_staff(request):
+        access = DETAILS
     wants_metrics = request.GET.get("format") == "openmetrics"
     if wants_metrics and access != DETAILS:
         return HttpResponse("details need a token or a staff user\n", status=403)
-    result = probe_alias(config.database, config)
     if wants_metrics:
         families = metrics.current(up={config.database: result.status == "ok"})
         return HttpResponse(metrics.render(families), content_type=metrics.CONTENT_TYPE)
@@ -63,11 +67,23 @@ def health(request: HttpRequest) -> HttpResponse:
 non_atomic_for_every_database(health)
 
 
-def _access(request: HttpRequest, config: HealthSettings) -> str:
-    """DETAILS for staff and the right token, DENIED for a wrong token."""
-    user = getattr(request, "user", None)
-    if user is not None and getattr(user, "is_staff", False):
-        return DETAILS
+def _is_staff(request: HttpRequest) -> bool:
+    """Whether a staff user is logged in: asked only once the probe succeeded.
+
+    With Django's session and auth middleware, ``request.user`` reads the
+    session and the user from the database, through the pool: before the
+    probe, any request with a session cookie would wait for a database that
+    is down or stalled, past ``probe_timeout``. A failure means "not staff".
+    """
+    try:
+        user = getattr(request, "user", None)
+        return bool(user is not None and getattr(user, "is_staff", False))
+    except DatabaseError:
+        return False
+
+
+def _token_access(request: HttpRequest, config: HealthSettings) -> str:
+    """DETAILS for the right bearer token, DENIED for a wrong one, else PUBLIC."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":  # RFC 7235: schemes are case-insensitive
         return PUBLIC

@@ -278,6 +278,43 @@ def test_a_flood_is_sat_out_and_the_process_answers_after_it(
     assert dropped > 0
 
 
+@pytest.mark.slow
+def test_a_flood_of_large_messages_is_dropped_unread(
+    intruder_info: dict[str, Any],
+) -> None:
+    """160 MB of NOTIFYs queued in one transaction: the process reads about
+    a second's worth (8 MB), not all of them (psycopg would hold them all if
+    the responder asked the server anything before reading them)."""
+    import psutil
+
+    process = psutil.Process()
+    peak = [process.memory_info().rss]
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.005)
+
+    options = {"pool": {"pool_size": 1, "max_overflow": 0}}
+    with extra_alias("flooded_large", OPTIONS=options) as alias:
+        wait_until_answering(alias)
+        before = process.memory_info().rss
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        info = {**intruder_info, "dbname": conninfo_of(alias)["dbname"]}
+        with psycopg.connect(**info, autocommit=True) as conn:
+            conn.execute(  # distinct payloads: PostgreSQL folds equal ones
+                "SELECT pg_notify('selecto_pool_control', repeat('x', 7980) || g) "
+                "FROM generate_series(1, 20000) g"
+            )
+        answer = wait_until_answering(alias, timeout=10)
+        sampling.set()
+        sampler.join()
+    assert answer["status"] == "ok"
+    assert peak[0] - before < 64 * 2**20, f"{(peak[0] - before) >> 20} MiB"
+
+
 def test_a_responder_whose_connection_is_killed_comes_back(
     answering: dict[str, Any], observer: Observer
 ) -> None:

@@ -144,3 +144,30 @@ def test_a_taken_port_gets_one_line(tmp_path: Path) -> None:
         "choose another port with --port"
     ]
     assert not (tmp_path / "pgdata").exists()  # no server was started
+
+
+def test_the_demo_runs_on_the_dev_venv_running_dev_py(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tests above run ``dev.py demo`` on the suite's Python. Under
+    ``dev.py test --versions newest`` that is .venv-newest's (3.13), or a
+    throwaway venv's: dev.py then rebuilt ``.venv`` with it, deleting the
+    developer's venv (and any suite running from it) in the middle of the
+    run."""
+    import dev
+
+    other = Path("/tmp/a-throwaway-venv")  # not created: never run
+    monkeypatch.setattr(sys, "prefix", str(other))
+    monkeypatch.setattr(sys, "executable", str(other / "bin" / "python"))
+    monkeypatch.setenv("DATABASE_URL", "postgres://demo@127.0.0.1:1/demo")
+    monkeypatch.setattr(dev, "ensure_venv", lambda *_, **__: pytest.fail(".venv"))
+    ran: list[list[str]] = []
+
+    def replace_with(*cmd: object) -> None:
+        ran.append([str(part) for part in cmd])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(dev, "replace_with", replace_with)
+    with pytest.raises(SystemExit):
+        dev.demo(free_port())
+    assert ran == [[sys.executable, "manage.py", "demo", "--port", ran[0][-1]]]

@@ -82,6 +82,31 @@ def test_answers_within_probe_timeout_on_a_stalled_network(proxy: Proxy) -> None
     print(f"\nstalled network: 5 checks answered 503 in at most {slowest:.3f} s")
 
 
+def test_the_reset_option_adds_nothing_to_a_probe(proxy: Proxy) -> None:
+    """The probe's connection ran ``SELECT 1`` and nothing else: with
+    ``reset: "session"`` it was reset on its way back all the same, inside
+    the probe, so on a slow network the answer (and ``probe_ms``) took the
+    reset's round trips too, past ``probe_timeout``."""
+    options = {
+        "pool": {"pool_size": 1, "max_overflow": 0, "control": False},
+        "reset": "session",
+    }
+    settings = {"database": "slow", "probe_timeout": 1.0, "token": TOKEN}
+    with (
+        extra_alias("slow", PORT=str(proxy.port), OPTIONS=options),
+        override_settings(SELECTO_POOL_HEALTH=settings),
+    ):
+        get_pool("slow").wait(timeout=5)
+        proxy.latency = 0.3  # a SELECT 1 takes 0.6 s, within probe_timeout
+        try:
+            status, body, elapsed = health(**AUTH)
+        finally:
+            proxy.latency = 0.0
+    assert status == 200
+    assert body["probe_ms"] < 1000.0
+    assert elapsed < 1.0 + 0.2 + 0.3  # the margin, and a loaded machine's
+
+
 def test_a_flood_of_checks_neither_grows_the_pool_nor_fails_the_app(
     transactional_db: None,
 ) -> None:

@@ -156,6 +156,18 @@ def test_health_over_real_http(processes: Processes) -> None:
     assert password not in body.decode()
 
 
+@pytest.mark.parametrize("command", ["poolstats", "clearcache"])
+@pytest.mark.parametrize("timeout", ["inf", "1e308", "nan", "-1", "0", "301", "soon"])
+def test_a_timeout_no_wait_can_take_is_refused(command: str, timeout: str) -> None:
+    """``inf`` or ``1e308`` waited for good on a process that never answers
+    (one stopped with SIGSTOP is still listed); ``nan``, ``0`` and ``-1``
+    asked nobody and reported no process at all."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"--timeout.*> 0.*at most 300"):
+        call_command(command, "--timeout", timeout, stdout=StringIO())
+
+
 def test_poolstats_of_an_unpooled_alias_is_an_error() -> None:
     with pytest.raises(CommandError, match="unpooled"):
         call_command("poolstats", "--database", "unpooled")

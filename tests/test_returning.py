@@ -10,10 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
+from django.db import connections, transaction
 
 import selecto_pool as sp
 from selecto_pool.backend.base import DatabaseWrapper
+from selecto_pool.backend.cursor import SelectoCursor
 from testproject.pgserver import LocalPostgres
 
 from .support.database import Observer, conninfo_of, wrapper_for_settings
@@ -374,6 +375,114 @@ def test_a_reset_that_fails_closes_the_connection(
             sp.stop_pool(pool, timeout=1)
     assert "a bug in the reset" in caplog.text
     assert "its reset left it INTRANS, not IDLE" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "cached"])
+def test_what_a_borrower_set_on_the_psycopg_connection_is_undone() -> None:
+    """Stock Django closes its connection at the end of each request, and
+    what a borrower set on the psycopg object dies with it. Pooled, a
+    ``row_factory`` or ``read_only`` set through the direct API (or on
+    ``connection.connection``) would reach the next borrower, the ORM
+    included: dict rows, read-only transactions."""
+    alias = "cached"  # one connection: the next borrower gets the same one
+    with sp.with_connection(alias) as conn:
+        conn.row_factory = psycopg.rows.dict_row
+        conn.cursor_factory = psycopg.ClientCursor
+        conn.read_only = True
+        conn.deferrable = True
+        conn.isolation_level = psycopg.IsolationLevel.SERIALIZABLE
+    orm = connections[alias]
+    try:
+        with transaction.atomic(using=alias), orm.cursor() as cursor:
+            cursor.execute("SELECT 1, %s::int", [2])
+            assert cursor.fetchone() == (1, 2)
+            cursor.execute("SHOW transaction_isolation")
+            assert cursor.fetchone() == ("read committed",)
+            cursor.execute("CREATE TEMPORARY TABLE written (x int)")
+    finally:
+        orm.close()
+    with sp.with_connection(alias) as again:
+        assert again is conn
+        assert type(again.cursor()) is SelectoCursor
+
+
+@pytest.mark.parametrize("reset", ["session", "discard"])
+def test_a_reset_drops_the_notifications_received_for_the_last_borrower(
+    observer: Observer, reset: str
+) -> None:
+    """``UNLISTEN *`` stops new ones; those psycopg already received while
+    the borrower ran its queries would be handed to the next borrower."""
+    pool = sp.start_pool(
+        conninfo_of("default"), pool_size=1, max_overflow=0, reset=reset
+    )
+    try:
+        with sp.with_connection(pool) as conn:
+            conn.execute("LISTEN selecto_reset_notes")
+            observer.conn.execute("NOTIFY selecto_reset_notes, 'for the last one'")
+            time.sleep(0.1)
+            conn.execute("SELECT 1")  # received meanwhile, kept by psycopg
+        with sp.with_connection(pool) as again:
+            assert again is conn
+            assert list(again.notifies(timeout=0.1)) == []
+    finally:
+        sp.stop_pool(pool, timeout=1)
+
+
+def test_a_return_interrupted_midway_still_gives_the_connection_back() -> None:
+    """KeyboardInterrupt (Ctrl-C in a shell) or SystemExit arriving while a
+    connection is cleaned: it propagates, and the pool still has all of its
+    connections (it had counted the interrupted one as checked out for good,
+    every checkout then timing out)."""
+
+    def interrupted(conn: Connection) -> None:
+        raise KeyboardInterrupt
+
+    pool = sp.start_pool(
+        conninfo_of("default"),
+        pool_size=1,
+        max_overflow=0,
+        reset=interrupted,
+        checkout_timeout=2,
+    )
+    try:
+        conn = sp.checkout(pool)
+        with pytest.raises(KeyboardInterrupt):
+            sp.checkin(pool, conn)
+        assert conn.closed  # its session's state is unknown
+        again = sp.checkout(pool)
+        assert again.execute("SELECT 1").fetchone() == (1,)
+        assert sp.pool_stats(pool).in_use == 1
+    finally:
+        sp.stop_pool(pool, timeout=1)
+
+
+def test_a_reset_that_only_builds_a_generator_or_coroutine_fails_loudly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``def reset(conn): yield ...`` or ``async def reset(conn)`` run no SQL
+    when called: the session would be handed on as it was, silently."""
+
+    def generator(conn: Connection) -> Iterator[None]:
+        conn.execute("RESET ALL")
+        yield
+
+    async def coroutine(conn: Connection) -> None:
+        conn.execute("RESET ALL")
+
+    for reset in (generator, coroutine):
+        pool = sp.start_pool(
+            conninfo_of("default"), pool_size=1, max_overflow=0, reset=reset
+        )
+        try:
+            with sp.with_connection(pool) as conn:
+                conn.execute("SET search_path TO pg_catalog")
+            assert conn.closed
+            with sp.with_connection(pool) as conn:
+                assert conn.execute("SHOW search_path").fetchone() != ("pg_catalog",)
+        finally:
+            sp.stop_pool(pool, timeout=1)
+    assert "returned a generator" in caplog.text
+    assert "returned a coroutine" in caplog.text
 
 
 @pytest.mark.parametrize(

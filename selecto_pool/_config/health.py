@@ -37,7 +37,10 @@ _RULES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "max_waiting": (int, "an integer >= 1"),
     "max_wait_ms": ((int, float), "a number of milliseconds > 0"),
     "retry_after": (int, "an integer >= 1"),
-    "token": ((str, type(None)), "a string of 16+ characters, or None"),
+    "token": (
+        (str, type(None)),
+        "a string of 16+ printable characters without spaces around it, or None",
+    ),
 }
 
 #: The largest value of each key (characters for ``token``), named in the
@@ -83,7 +86,14 @@ def _valid(key: str, value: Any, kind: type | tuple[type, ...]) -> bool:
         return False
     maximum = MAXIMA.get(key, 0)
     if key == "token":
-        return value is None or (isinstance(value, str) and 16 <= len(value) <= maximum)
+        # A header value has no control characters, and HTTP trims the spaces
+        # around it: a token with either could never match.
+        return value is None or (
+            isinstance(value, str)
+            and 16 <= len(value) <= maximum
+            and value.isprintable()
+            and value == value.strip()
+        )
     if isinstance(value, (int, float)):
         # NaN fails both comparisons; inf and huge ints fail the second.
         return 0 < value <= maximum

@@ -11,6 +11,7 @@ option accepts and its maximum are in ``values``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -63,8 +64,11 @@ class PoolOptions:
     #: ``explicit``: when not set, ``CONN_HEALTH_CHECKS`` decides).
     check: Callable[[Any], Any] | None = None
     #: psycopg_pool's: how long a failing connection slot is retried before
-    #: it is given up (and ``reconnect_failed(pool)`` called).
-    reconnect_timeout: float = 300.0
+    #: it is given up (and ``reconnect_failed(pool)`` called). Never, unless
+    #: set: psycopg_pool's 300 s default leaves a pool empty after a longer
+    #: outage until a checkout asks for a connection, and /health/db asks
+    #: for none.
+    reconnect_timeout: float = math.inf
     reconnect_failed: Callable[[Any], Any] | None = None
     #: Prepared statements per connection (psycopg's prepared_max).
     prepared_statement_cache_size: int = 256

@@ -42,6 +42,7 @@ from .statements import cache_of, distrust_prepared
 logger = logging.getLogger("selecto_pool.statements")
 
 IDLE = pq.TransactionStatus.IDLE
+INTRANS = pq.TransactionStatus.INTRANS
 #: The protocol counts parameters in 16 bits; libpq refuses more, unsent.
 MAX_PARAMETERS = 65_535
 
@@ -244,7 +245,12 @@ def _guarded(
         if not (_retypes(exc) or _is_stale(exc)):
             # A real error (constraint, timeout...): the transaction is
             # aborted exactly as with the stock cursor; rolling it back, to
-            # Django's savepoint or entirely, drops this savepoint too.
+            # Django's savepoint or entirely, drops this savepoint too. One
+            # refused before anything was sent (a value psycopg can't adapt)
+            # left the transaction going: so does the savepoint, unless
+            # released.
+            if conn.pgconn.transaction_status == INTRANS:
+                conn.execute(_RELEASE)
             raise
         reused = _reused(conn)  # before the next command resets it
         run_own(conn, _ROLLBACK_TO)

@@ -12,7 +12,9 @@ server or the network longer than that bound.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import operator
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -62,6 +64,23 @@ NAMED_RESETS: dict[str, Callable[[Connection], object]] = {
 }
 
 
+#: What a borrower can set on the psycopg connection object itself.
+#: Unpooled, it dies with the connection at the end of the request; pooled,
+#: it would reach the next borrower (the ORM getting dict rows, or read-only
+#: transactions), so a return restores it. (An attrgetter: checked at every
+#: return, it costs 0.2 us.)
+CLIENT_STATE = (
+    "row_factory",
+    "cursor_factory",
+    "isolation_level",
+    "read_only",
+    "deferrable",
+)
+client_state: Callable[[Connection], tuple[Any, ...]] = operator.attrgetter(
+    *CLIENT_STATE
+)
+
+
 class _Unclean(Exception):
     """The connection can't be brought back to a clean idle state."""
 
@@ -91,10 +110,25 @@ class Cleaner:
         self._cursors: weakref.WeakKeyDictionary[Connection, weakref.WeakSet[Any]]
         self._cursors = weakref.WeakKeyDictionary()
         self._cursors_lock = threading.Lock()
+        # client_state() of a connection as the pool configured it.
+        self._client_defaults: tuple[Any, ...] | None = None
 
     @property
     def resets(self) -> bool:
         return self._reset is not None
+
+    def configured(self, conn: Connection) -> None:
+        """Remember ``conn``'s client state, as every new connection has it."""
+        if self._client_defaults is None:
+            self._client_defaults = client_state(conn)
+
+    def restore_client_state(self, conn: Connection) -> None:
+        """Undo what the borrower set on the psycopg object (no I/O); ``conn``
+        must be out of a transaction, as ``isolation_level`` & co. require."""
+        defaults = self._client_defaults
+        if defaults is not None and client_state(conn) != defaults:
+            for name, value in zip(CLIENT_STATE, defaults, strict=True):
+                setattr(conn, name, value)
 
     def track_cursor(self, conn: Connection, cursor: Any) -> None:
         """Close the named ``cursor`` on return if it is still open.
@@ -170,6 +204,7 @@ class Cleaner:
             conn.rollback()
         if not conn.autocommit:
             conn.autocommit = True
+        self.restore_client_state(conn)  # out of a transaction by now
         for cursor in cursors:
             # Sends CLOSE for a cursor WITH HOLD (the rollback closed the
             # others), and marks it closed for its owner.
@@ -182,7 +217,17 @@ class Cleaner:
     def _run_reset(
         self, conn: Connection, reset: Callable[[Connection], object]
     ) -> None:
-        reset(conn)
+        result = reset(conn)
+        if inspect.isgenerator(result) or inspect.isawaitable(result):
+            # A generator or async function: calling it ran none of its code.
+            kind = "generator" if inspect.isgenerator(result) else "coroutine"
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # no "never awaited" warning on top of this error
+            raise TypeError(
+                f"the reset {reset!r} returned a {kind}, and so did nothing: "
+                "it must be a plain function taking the connection"
+            )
         if (status := conn.pgconn.transaction_status) != IDLE:
             raise _Unclean(
                 f"its reset left it {TransactionStatus(status).name}, not IDLE"
@@ -191,6 +236,11 @@ class Cleaner:
             conn.autocommit = True
         if self._custom:
             statements.forget_if_lost(conn)
+        else:
+            # Received for the last borrower's LISTEN before the UNLISTEN, and
+            # kept by psycopg until someone asks: not for the next borrower.
+            for _ in conn.notifies(timeout=0):
+                pass
         if self._reconfigure is not None:
             # As when the connection was opened: Django's session setup runs
             # rarely, nothing of it is worth preparing.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+from argparse import ArgumentTypeError
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -39,10 +41,29 @@ def add_common_arguments(parser: CommandParser) -> None:
     parser.add_argument("--json", action="store_true", help="Print JSON.")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout,
         default=2.0,
-        help="Seconds to wait for running processes to answer (default 2).",
+        help="Seconds to wait for running processes to answer (default 2, "
+        f"at most {MAX_TIMEOUT:g}).",
     )
+
+
+#: The longest ``--timeout``: a process that doesn't answer within it never
+#: will (the command waits only for those listed as running).
+MAX_TIMEOUT = 300.0
+
+
+def _timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    # NaN fails both; inf would wait for good on a process that can't answer.
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ArgumentTypeError(
+            f"{value!r} is invalid: expected seconds > 0, at most {MAX_TIMEOUT:g}"
+        )
+    return seconds
 
 
 def pooled_aliases(database: str | None) -> list[str]:

@@ -163,7 +163,8 @@ def _probe_once(pool: Pool, deadline: float) -> ProbeResult:
     except _driver_errors() as exc:
         return ProbeResult("unavailable", error=type(exc).__name__)
     finally:
-        pool.putconn(conn)
+        # SELECT 1 left nothing for the reset option to undo: not its cost.
+        pool.putconn(conn, reset=False)
     return ProbeResult("ok", round((time.monotonic() - started) * 1000.0, 3))
 
 

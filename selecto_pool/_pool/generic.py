@@ -137,8 +137,11 @@ class GenericPool(Upkeep[C], PoolBase):
                 self._usage.checked_out(None)
                 return conn
 
-    def putconn(self, conn: C) -> None:
-        """Take a connection back, clean: no transaction, autocommit on."""
+    def putconn(self, conn: C, *, reset: bool = True) -> None:
+        """Take a connection back, clean: no transaction, autocommit on.
+
+        (``reset`` is the ``reset`` option's, which MySQL pools don't have.)
+        """
         if self._born_in != forks.current():
             return  # inherited across fork(): the socket is the parent's
         with self._lock:

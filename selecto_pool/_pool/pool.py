@@ -151,8 +151,9 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
             self._usage.checked_out(None)
         return conn
 
-    def putconn(self, conn: Connection) -> None:
-        """Take a connection back, clean: no transaction, autocommit on."""
+    def putconn(self, conn: Connection, *, reset: bool = True) -> None:
+        """Take a connection back, clean: no transaction, autocommit on (and
+        reset, unless ``reset=False``: /health/db's SELECT 1 changed nothing)."""
         if self._born_in != forks.current():
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
@@ -166,8 +167,15 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:
-            if not self.closed:  # else psycopg_pool closes it
-                self._clean(conn, returned=True)
+            try:
+                if not self.closed:  # else psycopg_pool closes it
+                    self._clean(conn, returned=True, with_reset=reset)
+            except BaseException:
+                # Interrupted (KeyboardInterrupt...): closed, and given back all
+                # the same, or psycopg_pool counts it as checked out for good.
+                conn.close()
+                super().putconn(conn)
+                raise
             super().putconn(conn)
         finally:
             self._usage.checked_in()
@@ -196,7 +204,15 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
             # psycopg_pool's lock for it.
             return
         _compat.check()
-        super().open(wait=wait, timeout=timeout)
+        try:
+            super().open(wait=wait, timeout=timeout)
+        except psycopg_pool.PoolClosed:
+            # Closed by hand (close(), not stop_pool()): as Django's native
+            # pool, it stays the alias's; say what builds a new one.
+            raise PoolClosed(
+                f"pool {self.name!r} was closed; stop_pool() or the ORM's "
+                "close_pool() lets the next query build a new one"
+            ) from None
         self._maintainer.start()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -254,16 +270,21 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
         if self._extra_configure:
             self._extra_configure(conn)
         self._caches.install(conn)
+        self._cleaner.configured(conn)
 
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""
         return self._caches.snapshot()
 
-    def _clean(self, conn: Connection, *, returned: bool = False) -> None:
+    def _clean(
+        self, conn: Connection, *, returned: bool = False, with_reset: bool = True
+    ) -> None:
         """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
         status = conn.pgconn.transaction_status
+        if status == TransactionStatus.IDLE and not conn.pgconn.pipeline_status:
+            self._cleaner.restore_client_state(conn)  # else in clean(), or closed
         current = self._caches.is_current(conn)
-        resets = returned and self._cleaner.resets
+        resets = returned and with_reset and self._cleaner.resets
         cursors = self._cleaner.open_cursors(conn) if returned else []
         if (
             status == TransactionStatus.IDLE

@@ -177,7 +177,7 @@ class Responder:
                     if budget.exceeded():
                         self._counts["rejected"] += len(received) - index
                         self._sit_out_flood(conn, budget)
-                        break
+                        return  # the connection is closed: a new session
                     with self._contained(conn):
                         self._handle(conn, notify)
                 with self._contained(conn):
@@ -188,14 +188,15 @@ class Responder:
 
         A listener that lags holds PostgreSQL's notification queue, which the
         whole server shares; one that doesn't listen holds nothing, and spends
-        nothing on the flood. Requests sent meanwhile are lost: the commands
-        report this process as silent.
+        nothing on the flood. The connection is closed rather than told to
+        UNLISTEN: the server answers an UNLISTEN only after every notification
+        already queued for this session (a flood sent in one transaction can
+        be hundreds of MB), which psycopg would read and keep in memory.
+        Closed, they are dropped unread; the next session listens from the
+        queue's end. Requests sent meanwhile are lost: the commands report
+        this process as silent.
         """
-        conn.execute(f"UNLISTEN {CHANNEL}")
-        dropped = 0
-        while batch := list(conn.notifies(timeout=0)):  # already on their way
-            dropped += len(batch)
-        self._counts["rejected"] += dropped
+        conn.close()
         if (held := self._log_gates["flood"].due()) is not None:
             logger.warning(
                 "pool %r control channel: flooded with over %d messages a second, "
@@ -206,7 +207,6 @@ class Responder:
                 held,
             )
         self._stop.wait(budget.rest())
-        conn.execute(f"LISTEN {CHANNEL}")
 
     @contextlib.contextmanager
     def _contained(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
