@@ -37,6 +37,11 @@ def _integer(minimum: int) -> tuple[Callable[[Any], int | None], str]:
     return parse, f"an integer >= {minimum}"
 
 
+#: The shortest period of the pool's recurring work (max_lifetime, max_idle,
+#: health_check_interval), in seconds.
+SHORTEST_PERIOD = 0.1
+
+
 def _seconds(minimum: float = 0.0) -> tuple[Callable[[Any], float | None], str]:
     def parse(value: Any) -> float | None:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -80,9 +85,11 @@ def _boolean() -> tuple[Callable[[Any], bool | None], str]:
     return parse, "True or False"
 
 
-def _seconds_or_off() -> tuple[Callable[[Any], float | None], str]:
+def _seconds_or_off(
+    minimum: float = 0.0,
+) -> tuple[Callable[[Any], float | None], str]:
     """Seconds, or 0/None to turn the feature off (parsed as 0.0)."""
-    parse_seconds, _ = _seconds()
+    parse_seconds, allowed = _seconds(minimum)
 
     def parse(value: Any) -> float | None:
         if isinstance(value, str) and value.strip().lower() in _OFF:
@@ -91,7 +98,7 @@ def _seconds_or_off() -> tuple[Callable[[Any], float | None], str]:
             return 0.0
         return parse_seconds(value)
 
-    return parse, "a number of seconds > 0, or 0 or None (off)"
+    return parse, f"{allowed}, or 0 or None (off)"
 
 
 _OFF = {"0", "0.0", "none", "off"}
@@ -155,8 +162,10 @@ PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     # libpq's connect_timeout is whole seconds with a minimum of 2.
     "connection_timeout": _integer(2),
     "checkout_timeout": _seconds(),
-    "max_lifetime": _seconds(),
-    "max_idle": _seconds(),
+    # A tenth of a second at least: shorter periods make the pool reconnect
+    # or sweep in a busy loop (a login storm, a core at 100 %).
+    "max_lifetime": _seconds(minimum=SHORTEST_PERIOD),
+    "max_idle": _seconds(minimum=SHORTEST_PERIOD),
     # psycopg_pool's own, under their names (see native).
     "max_waiting": _integer(0),
     "num_workers": _integer(1),
@@ -172,7 +181,7 @@ PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
     # A PgBouncer in transaction mode between the pool and PostgreSQL.
     "pgbouncer": _pgbouncer(),
     # Reliability (see _maintenance, _leaks and _shutdown).
-    "health_check_interval": _seconds_or_off(),
+    "health_check_interval": _seconds_or_off(minimum=SHORTEST_PERIOD),
     "leak_detection_threshold": _seconds_or_off(),
     "exit_timeout": _seconds_or_off(),
     # The longest wait between two logins the server refused (_conn.outages).
