@@ -202,7 +202,7 @@ MAX_CONNECTIONS = 262_143
 #: The largest value of each numeric option, named in the error a larger one
 #: gets. Generous, but far below what overflows a thread's wait
 #: (``threading.TIMEOUT_MAX``, about 292 years) or a server's limits; why
-#: each: docs/configuration.md#maxima.
+#: each: docs/configuration.md#maxima-and-minima.
 MAXIMA: dict[str, int | float] = {
     "pool_size": MAX_CONNECTIONS,
     "max_overflow": MAX_CONNECTIONS,
