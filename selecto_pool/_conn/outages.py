@@ -80,6 +80,41 @@ def refused_login(exc: BaseException) -> bool:
     return _SERVER_ANSWERED.search(message) is not None
 
 
+class _PoolRepeats(logging.Filter):
+    """Drops psycopg_pool's "error connecting in <pool>" lines for our pools.
+
+    psycopg_pool logs one WARNING per failed attempt, two a second while a
+    server is unreachable and the pool probes it; the pool's own log says the
+    same once per outage (or per backoff step), its password masked.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool_names: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == _PSYCOPG_POOL_CONNECT_ERROR
+            and isinstance(record.args, tuple)
+            and record.args[:1] != ()
+            and record.args[0] in self.pool_names
+        )
+
+
+# The message psycopg_pool logs for each failed attempt (psycopg_pool/pool.py).
+_PSYCOPG_POOL_CONNECT_ERROR = "error connecting in %r: %s"
+_repeats: _PoolRepeats | None = None
+
+
+def _quiet_psycopg_pool(pool_name: str) -> None:
+    """Installed with the first pool (never at import) on ``psycopg.pool``."""
+    global _repeats
+    if _repeats is None:
+        _repeats = _PoolRepeats()
+        logging.getLogger("psycopg.pool").addFilter(_repeats)
+    _repeats.pool_names.add(pool_name)
+
+
 class OutageLog:
     """The connect failures of one pool: logged on edges, retries paced.
 
@@ -89,6 +124,7 @@ class OutageLog:
     """
 
     def __init__(self, pool_name: str, login_retry_max: float = LOGIN_RETRY_MAX):
+        _quiet_psycopg_pool(pool_name)
         self.pool_name = pool_name
         self.login_retry_max = login_retry_max
         self.failures = 0
