@@ -94,3 +94,38 @@ def test_a_failed_health_probe_goes_to_the_health_logger(
     assert {r.name for r in failed} == {"selecto_pool.health"}
     # Logged once as a warning when it started failing, then at DEBUG.
     assert [r.levelname for r in failed] == ["WARNING", "DEBUG", "DEBUG"]
+
+
+def test_an_unreachable_server_is_logged_once_not_per_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # psycopg_pool warns on every attempt (two a second while the pool probes
+    # an absent server); the pool says it once per outage.
+    caplog.set_level(logging.DEBUG, logger="psycopg.pool")
+    caplog.set_level(logging.DEBUG, logger="selecto_pool")
+    port = free_port()  # nothing listens there
+    pool = sp.SelectoPool(
+        name="nobody-there",
+        options=sp.PoolOptions(pool_size=1, max_overflow=0, control=False),
+        kwargs={"host": "127.0.0.1", "port": port, "connect_timeout": 2},
+    )
+    pool.open()
+    try:
+        time.sleep(2.0)  # about four attempts
+    finally:
+        pool.close()
+    attempts = pool.stats().connection_errors
+    per_attempt = [
+        r
+        for r in caplog.records
+        if r.name == "psycopg.pool" and "error connecting" in r.msg
+    ]
+    ours = [
+        r
+        for r in caplog.records
+        if r.name == "selecto_pool.pool"
+        and r.levelno == logging.WARNING
+        and "cannot connect" in r.getMessage()
+    ]
+    assert attempts >= 2
+    assert per_attempt == [] and len(ours) == 1
