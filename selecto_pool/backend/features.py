@@ -1,4 +1,4 @@
-"""What the backend supports: Django's PostgreSQL features, pooled by default."""
+"""What the backends support: Django's features, pooled by default."""
 
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ _HEALTH_CHECK_TESTS = {
 }
 
 
-class DatabaseFeatures(postgresql.DatabaseFeatures):
+class PooledFeaturesMixin:
+    """Mixed in ahead of an ENGINE's Django features class."""
+
+    connection: Any
+
     @cached_property
-    def django_test_skips(self) -> dict[str, set[str]]:  # type: ignore[override]
+    def django_test_skips(self) -> dict[str, set[str]]:
         # Overridden: Django recognises a pooled connection by a truthy
         # OPTIONS["pool"]; here the pool is on unless OPTIONS["pool"] is False.
-        skips: dict[str, set[str]] = super().django_test_skips
+        skips: dict[str, set[str]] = super().django_test_skips  # type: ignore[misc]
         if self.is_pooled:
             skips.setdefault(_POOL_SKIP, set()).update(_HEALTH_CHECK_TESTS)
         return skips
@@ -32,3 +36,11 @@ class DatabaseFeatures(postgresql.DatabaseFeatures):
         """Whether connections come from the pool (on unless turned off)."""
         wrapper: Any = self.connection
         return wrapper.alias != NO_DB_ALIAS and bool(wrapper.pool_options.enabled)
+
+
+# django-stubs declare django_test_skips a plain attribute; Django's own
+# backends define it as a cached_property too.
+class DatabaseFeatures(  # type: ignore[override]
+    PooledFeaturesMixin, postgresql.DatabaseFeatures
+):
+    """Django's PostgreSQL features, pooled by default."""

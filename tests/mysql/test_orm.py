@@ -182,3 +182,17 @@ def test_a_fresh_process_queries_through_the_engine(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["42", "MySQLPool"]
+
+
+@pytest.mark.parametrize("pool", [{}, {"pool_size": 2}, False], ids=str)
+def test_django_sees_a_pooled_backend_whenever_the_pool_is_on(
+    mysql_alias: Callable[..., str], pool: Any
+) -> None:
+    # Django's suite skips its persistent-connection health-check tests for
+    # pooled connections, as for Django's native PostgreSQL pool.
+    wrapper = connections[mysql_alias(pool=pool)]
+    skipped = set().union(*wrapper.features.django_test_skips.values())
+    health_checks = {
+        "backends.base.test_base.ConnectionHealthChecksTests.test_health_checks_enabled"
+    }
+    assert (health_checks <= skipped) is (pool is not False)

@@ -28,12 +28,14 @@ from ..._pool.mysql import MySQLPool
 from ..._process import registry
 from ..pooled import AliasPoolMixin
 from .creation import DatabaseCreation
+from .features import DatabaseFeatures
 
 
 class DatabaseWrapper(AliasPoolMixin[MySQLPool], mysql.DatabaseWrapper):
     """A MySQL ``DatabaseWrapper`` whose connections come from the pool."""
 
     creation_class = DatabaseCreation
+    features_class = DatabaseFeatures
     #: The pool the current connection was checked out from (None: unpooled).
     _checked_out_from: MySQLPool | None = None
     _connecting = False
