@@ -19,8 +19,11 @@ way for good), and every connection deallocates its statements before it
 reuses one. That failure itself aborts its transaction, as nothing can be
 retried there; outside a transaction the statement is re-run at once.
 
-Nothing here knows Django: a cursor describes one run as an ``Attempt`` (its
-signature, the server-side way and the stock way) and ``run()`` decides.
+Nothing here knows Django, nor does I/O of its own: ``plan()`` yields the
+steps (run server-side, run the stock way, a savepoint command) and a runner
+performs them, ``run()`` on a sync connection, ``async_execution.run()`` on
+an async one; a cursor describes one run as an ``Attempt`` (its signature,
+the server-side way and the stock way).
 """
 
 from __future__ import annotations
@@ -28,13 +31,13 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq
 
-from .statements import cache_of, distrust_prepared
+from .statements import AnyConnection, cache_of, distrust_prepared
 
 IDLE = pq.TransactionStatus.IDLE
 #: The protocol counts parameters in 16 bits; libpq refuses more, unsent.
@@ -160,6 +163,25 @@ class Attempt(NamedTuple):
     stock: Callable[[], object]
 
 
+class Step(NamedTuple):
+    """What ``plan()`` asks its runner to do next on the connection."""
+
+    action: str  # SERVER_SIDE, STOCK or COMMAND
+    prepare: bool | None = None
+    command: str = ""
+
+
+SERVER_SIDE = "server_side"  # the attempt bound server-side, with ``prepare``
+STOCK = "stock"  # the attempt the stock way
+COMMAND = "command"  # ``command`` (a savepoint) on the connection
+
+#: The decisions as a generator of steps: a runner performs each step and
+#: sends back nothing, or throws in the ``psycopg.Error`` it raised. The
+#: same decisions drive a sync connection (``run()``) and an async one
+#: (``async_execution.run()``), as psycopg's own generators drive its I/O.
+Plan = Generator[Step, None, None]
+
+
 def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -> None:
     """Run ``attempt`` bound server-side, or the stock way if it must.
 
@@ -167,19 +189,45 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
     remembered), guards a run inside a transaction with a savepoint until
     the statement is verified, and recovers from a schema change.
     """
-    key = attempt.signature
+    steps = plan(conn, attempt.signature, prepare)
+    failure: psycopg.Error | None = None
+    while True:
+        try:
+            step = steps.send(None) if failure is None else steps.throw(failure)
+        except StopIteration:
+            return
+        failure = None
+        try:
+            if step.action == SERVER_SIDE:
+                attempt.server_side(step.prepare)
+            elif step.action == STOCK:
+                attempt.stock()
+            else:
+                conn.execute(step.command)
+        except psycopg.Error as exc:
+            failure = exc
+
+
+def plan(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
+    """The steps that run a statement of signature ``key`` on ``conn``.
+
+    Reads the connection's state (autocommit, transaction status,
+    ``prepare_threshold``, its cache), never does I/O itself.
+    """
     state = _decisions.get(key)
     if state & _REJECTED:
-        return _fall_back(conn, attempt)
+        yield from _fall_back(conn)
+        return
     # Without autocommit, psycopg opens the transaction with this very
     # statement: it is in a transaction too.
     in_transaction = not conn.autocommit or (conn.pgconn.transaction_status != IDLE)
     if prepare is None:
         prepare = _hot(key, state, conn.prepare_threshold)
     if in_transaction and not state & _VERIFIED:
-        return _guarded(conn, attempt, prepare)
+        yield from _guarded(conn, key, prepare)
+        return
     try:
-        attempt.server_side(prepare)
+        yield Step(SERVER_SIDE, prepare)
     except psycopg.Error as exc:
         note_server_error(conn, exc)
         if state & _VERIFIED and _retypes(exc):
@@ -189,9 +237,10 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
         if in_transaction or not (_retypes(exc) or _is_stale(exc)):
             raise
         # Outside a transaction nothing ran: run it again, afresh.
-        if state & _REJECTED or not _rerun_afresh(conn, attempt, exc):
+        if state & _REJECTED or not (yield from _rerun_afresh(conn, exc)):
             _decisions.update(key, _rejected)
-            return _fall_back(conn, attempt)
+            yield from _fall_back(conn)
+            return
     if not state & _VERIFIED:
         _decisions.update(key, _verified)
 
@@ -212,13 +261,11 @@ def _hot(key: int, state: int, threshold: int | None) -> bool:
     return False
 
 
-def _guarded(
-    conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None
-) -> None:
+def _guarded(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
     """A server-side run inside a transaction, before it is verified."""
-    conn.execute(_SAVEPOINT)
+    yield Step(COMMAND, command=_SAVEPOINT)
     try:
-        attempt.server_side(prepare)
+        yield Step(SERVER_SIDE, prepare)
     except psycopg.Error as exc:
         note_server_error(conn, exc)
         if not (_retypes(exc) or _is_stale(exc)):
@@ -227,22 +274,22 @@ def _guarded(
             # Django's savepoint or entirely, drops this savepoint too.
             raise
         reused = _reused(conn)  # before the next command resets it
-        conn.execute(_ROLLBACK_TO)
-        if not _rerun_afresh(conn, attempt, exc, reused, guarded=True):
-            conn.execute(_RELEASE)
-            _decisions.update(attempt.signature, _rejected)
-            return _fall_back(conn, attempt)
-    conn.execute(_RELEASE)
-    _decisions.update(attempt.signature, _verified)
+        yield Step(COMMAND, command=_ROLLBACK_TO)
+        if not (yield from _rerun_afresh(conn, exc, reused, guarded=True)):
+            yield Step(COMMAND, command=_RELEASE)
+            _decisions.update(key, _rejected)
+            yield from _fall_back(conn)
+            return
+    yield Step(COMMAND, command=_RELEASE)
+    _decisions.update(key, _verified)
 
 
 def _rerun_afresh(
-    conn: psycopg.Connection[Any],
-    attempt: Attempt,
+    conn: AnyConnection,
     exc: psycopg.Error,
     reused: bool | None = None,
     guarded: bool = False,
-) -> bool:
+) -> Generator[Step, None, bool]:
     """Rerun a failed server-side run unprepared, if a fresh typing could help.
 
     It can when the run used a copy prepared earlier on this connection,
@@ -259,25 +306,25 @@ def _rerun_afresh(
         # statements are not what psycopg thinks if one is missing or taken.
         cache.invalidate(deallocate_all=_is_stale(exc))
     try:
-        attempt.server_side(False)
+        yield Step(SERVER_SIDE, False)
     except psycopg.Error as again:
         note_server_error(conn, again)
         if again.sqlstate not in _NOT_PREPARABLE:
             raise
         if guarded:
-            conn.execute(_ROLLBACK_TO)
+            yield Step(COMMAND, command=_ROLLBACK_TO)
         return False
     return True
 
 
-def _fall_back(conn: psycopg.Connection[Any], attempt: Attempt) -> None:
-    """Run ``attempt`` the stock way, counted in ``cache_fallbacks``."""
+def _fall_back(conn: AnyConnection) -> Plan:
+    """Run the attempt the stock way, counted in ``cache_fallbacks``."""
     if cache := cache_of(conn):
         cache.fallbacks += 1
-    attempt.stock()
+    yield Step(STOCK)
 
 
-def note_server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> None:
+def note_server_error(conn: AnyConnection, exc: psycopg.Error) -> None:
     """Bookkeeping after a server-side run failed, before any retry."""
     if exc.sqlstate in _VANISHED:
         # Typically a PgBouncer in transaction mode that doesn't carry
@@ -319,7 +366,7 @@ def _types(params: Any) -> tuple[Any, ...]:
     return tuple(map(type, params))
 
 
-def _reused(conn: psycopg.Connection[Any]) -> bool:
+def _reused(conn: AnyConnection) -> bool:
     cache = cache_of(conn)
     return cache is not None and cache.reused
 

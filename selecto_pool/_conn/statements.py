@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import pq
@@ -36,6 +36,10 @@ from .._compat import Prepare, PrepareManager, prepare_manager_of, set_prepare_m
 from . import literals
 
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
+
+#: A pooled connection, sync or async: the cache and the decisions about it
+#: read and set its state only, which both kinds share.
+AnyConnection: TypeAlias = "psycopg.Connection[Any] | psycopg.AsyncConnection[Any]"
 
 # psycopg clears its cache on these command tags; ROLLBACK is left out.
 _CLEARS_SERVER_STATE = re.compile(rb"^(?:DROP|ALTER|DISCARD ALL|DEALLOCATE ALL)\b")
@@ -228,7 +232,7 @@ class StatementCache(PrepareManager):
 
 
 def install(
-    conn: psycopg.Connection[Any],
+    conn: AnyConnection,
     cache_size: int,
     cache_bytes: int,
     threshold: int,
@@ -241,6 +245,6 @@ def install(
     literals.register(conn.adapters)
 
 
-def cache_of(conn: psycopg.Connection[Any]) -> StatementCache | None:
+def cache_of(conn: AnyConnection) -> StatementCache | None:
     cache = prepare_manager_of(conn)
     return cache if isinstance(cache, StatementCache) else None
