@@ -39,7 +39,7 @@ from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
 from .leaks import LeakDetector
 from .maintenance import Maintainer
-from .stats import PoolStats, cache_totals, exhausted_message, percentile
+from .stats import PoolStats, exhausted_message, pool_stats_of
 from .usage import Usage
 
 logger = logging.getLogger("selecto_pool.pool")
@@ -281,32 +281,14 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
 
     # -- introspection ----------------------------------------------------
     def stats(self) -> PoolStats:
-        raw = self.get_stats()
-        now = self._usage.snapshot()
-        counts, in_use, waiting, waits = now.counts, now.in_use, now.waiting, now.waits
-        connections = raw.get("pool_size", 0)
-        return PoolStats(
-            name=self.name,
-            pool_size=self.options.pool_size,
-            max_overflow=self.options.max_overflow,
-            connections=connections,
-            idle=raw.get("pool_available", 0),
-            in_use=in_use,
-            overflow=max(connections - self.options.pool_size, 0),
-            waiting=waiting,
-            checkouts=counts[usage.CHECKOUTS],
-            checkout_timeouts=counts[usage.TIMEOUTS],
-            connection_errors=raw.get("connections_errors", 0),
-            connections_replaced=counts[usage.REPLACED]
-            + raw.get("connections_lost", 0),
-            rollbacks_on_return=counts[usage.ROLLBACKS],
-            connections_opened=raw.get("connections_num", 0)
-            - raw.get("connections_errors", 0),
-            checkout_wait_p50_ms=percentile(waits, 50),
-            checkout_wait_p99_ms=percentile(waits, 99),
-            started_at=self.started_at,
-            **cache_totals(self.cache_stats()),
+        return pool_stats_of(
+            self.name,
+            self.options,
+            self.get_stats(),
+            self._usage.snapshot(),
+            self.cache_stats(),
             leaks=self._leaks.leaks if self._leaks is not None else 0,
+            started_at=self.started_at,
             closed=self.closed,
         )
 

@@ -8,8 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from .._conn.statements import CACHE_COUNTERS
+from . import usage
+from .usage import UsageSnapshot
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,46 @@ class PoolStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def pool_stats_of(
+    name: str,
+    options: PoolOptions,
+    raw: dict[str, int],
+    now: UsageSnapshot,
+    caches: list[dict[str, int]],
+    *,
+    leaks: int,
+    started_at: float,
+    closed: bool,
+) -> PoolStats:
+    """A pool's ``PoolStats`` from psycopg_pool's counters (``raw``), its
+    ``Usage`` and its connections' caches: the sync and async pools' alike."""
+    connections = raw.get("pool_size", 0)
+    counts = now.counts
+    return PoolStats(
+        name=name,
+        pool_size=options.pool_size,
+        max_overflow=options.max_overflow,
+        connections=connections,
+        idle=raw.get("pool_available", 0),
+        in_use=now.in_use,
+        overflow=max(connections - options.pool_size, 0),
+        waiting=now.waiting,
+        checkouts=counts[usage.CHECKOUTS],
+        checkout_timeouts=counts[usage.TIMEOUTS],
+        connection_errors=raw.get("connections_errors", 0),
+        connections_replaced=counts[usage.REPLACED] + raw.get("connections_lost", 0),
+        rollbacks_on_return=counts[usage.ROLLBACKS],
+        connections_opened=raw.get("connections_num", 0)
+        - raw.get("connections_errors", 0),
+        checkout_wait_p50_ms=percentile(now.waits, 50),
+        checkout_wait_p99_ms=percentile(now.waits, 99),
+        started_at=started_at,
+        **cache_totals(caches),
+        leaks=leaks,
+        closed=closed,
+    )
 
 
 def cache_totals(caches: list[dict[str, int]]) -> dict[str, Any]:

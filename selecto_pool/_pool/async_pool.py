@@ -1,0 +1,385 @@
+"""The async pool: psycopg_pool's ``AsyncConnectionPool`` with ``SelectoPool``'s extras.
+
+Everything that isn't I/O is the sync pool's own collaborator: the options,
+the ``Usage`` counters and ``PoolStats``, the timeout message, the leak
+detector, the outage log and its backoff, fork generations, the statement
+cache and its number types. What differs is awaited: liveness at checkout
+(a round trip only for a connection with unexpected input), the reset on
+return, the draining ``stop()``, and the maintenance, a task in the pool's
+event loop (``async_maintenance``).
+
+The pool belongs to the event loop that opened it (psycopg_pool's locks and
+tasks do): a checkout from another loop raises ``RuntimeError``, from a forked
+child ``PoolClosed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.pq import TransactionStatus
+
+from .. import _compat
+from .._config.options import PoolOptions
+from .._conn import async_reset, statements
+from .._conn.async_outages import async_connection_class_for
+from .._conn.liveness import ais_alive, expired
+from .._conn.outages import OutageLog
+from .._conn.reset import IN_TRANSACTION
+from ..errors import CheckoutTimeout, PoolClosed
+from . import forks, usage
+from .async_maintenance import AsyncMaintainer
+from .leaks import LeakDetector
+from .pool import (
+    _LONGEST_CHECKOUT,
+    _TAKE_IDLE_TIMEOUT,
+    _VANISHED_BEFORE_STOP,
+    TCP_KEEPALIVE_DEFAULTS,
+    _wait_at_most,
+)
+from .stats import PoolStats, exhausted_message, pool_stats_of
+from .usage import Usage
+
+logger = logging.getLogger("selecto_pool.pool")
+
+AsyncConnection = psycopg.AsyncConnection[Any]
+
+
+class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
+    """A pool of psycopg async connections to one database, for one event loop."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        options: PoolOptions,
+        kwargs: dict[str, Any],
+        conninfo: str = "",
+    ):
+        self.options = options
+        #: Direct pools have no settings to follow (see SelectoPool.target).
+        self.target: Any = None
+        self.owner_pid = os.getpid()
+        forks.watch()
+        self._born_in = forks.current()
+        self.started_at = time.time()
+        connection_class, self._outage = async_connection_class_for(
+            name, options.login_retry_max
+        )
+        self._preparing_stopped = False
+        self._vanished = 0
+        self._usage = Usage()
+        self._draining = False
+        # Set by checkins while a stop() drains.
+        self._returned = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Connections remember the clear_prepared() generation they are at.
+        self._generation = 0
+        self._conn_generation: weakref.WeakKeyDictionary[AsyncConnection, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        super().__init__(
+            conninfo,
+            connection_class=connection_class,
+            kwargs={**TCP_KEEPALIVE_DEFAULTS, **kwargs},
+            min_size=options.pool_size,
+            max_size=options.max_size,
+            open=False,
+            configure=self._configure_new,
+            name=name,
+            timeout=options.checkout_timeout,
+            max_lifetime=options.max_lifetime,
+            max_idle=options.max_idle,
+        )
+        self._leaks = (
+            LeakDetector(name, options.leak_detection_threshold)
+            if options.leak_detection_threshold
+            else None
+        )
+        self._maintainer = AsyncMaintainer(
+            name,
+            options.health_check_interval,
+            self._leaks,
+            sweep=weakref.WeakMethod(self.sweep_idle),
+            run_task=weakref.WeakMethod(self.run_task),
+            retry_delay=self._outage.retry_delay,
+        )
+
+    # -- checkout and checkin ---------------------------------------------
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection:
+        """Hand out a live connection, or raise ``CheckoutTimeout``."""
+        if self._born_in != forks.current() or self._draining:
+            self._refuse_if_unusable()
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"pool {self.name!r} belongs to the event loop that started it; "
+                "start a pool in each event loop that uses one"
+            )
+        if timeout is None:
+            timeout = self.timeout
+        elif not timeout <= _LONGEST_CHECKOUT:  # NaN too
+            raise ValueError(f"checkout timeout {timeout!r}: at most 86400 s")
+        started = time.monotonic()
+        self._usage.start_waiting()
+        try:
+            conn = await self._next_live(started + timeout)
+        except psycopg_pool.PoolTimeout:
+            self._usage.stop_waiting(usage.TIMEOUTS)
+            message = exhausted_message(self.stats(), timeout, self._outage)
+            logger.warning("%s", message)
+            raise CheckoutTimeout(message) from None
+        except psycopg_pool.PoolClosed:
+            self._usage.stop_waiting()
+            raise PoolClosed(f"pool {self.name!r} is closed") from None
+        except BaseException:
+            self._usage.stop_waiting()
+            raise
+        if self._preparing_stopped:
+            conn.prepare_threshold = None
+        self._usage.checked_out((time.monotonic() - started) * 1000.0)
+        if self._leaks is not None:
+            task = asyncio.current_task()
+            self._leaks.checked_out(conn, task=task.get_name() if task else None)
+        return conn
+
+    async def putconn(self, conn: AsyncConnection) -> None:
+        """Take a connection back, clean: no transaction, autocommit on."""
+        if self._born_in != forks.current():
+            # Inherited across fork(): the socket is the parent's, leave it be.
+            return
+        if _compat.pool_of(conn) is not self:
+            # Before any side effect: a connection returned twice, or to the
+            # wrong pool, may be in someone else's hands now.
+            raise ValueError(
+                f"can't return a connection to pool {self.name!r}: it is not "
+                "checked out from it (returned twice, or to the wrong pool?)"
+            )
+        if self._leaks is not None:
+            self._leaks.returned(conn)
+        try:
+            try:
+                await self._clean(conn)
+            finally:
+                # Even when a cancelled task's reset was cut short (the
+                # connection is closed then): psycopg_pool replaces it.
+                await super().putconn(conn)
+        finally:
+            self._usage.checked_in()
+            if self._draining:
+                self._returned.set()
+
+    # -- lifecycle -----------------------------------------------------------
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
+        deadline = time.monotonic() + _wait_at_most(timeout)
+        self._draining = True
+        while self._in_use() and (remaining := deadline - time.monotonic()) > 0:
+            self._returned.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._returned.wait(), remaining)
+        still_out = self._in_use()
+        if still_out:
+            logger.warning(
+                "stopping pool %r with %d connection(s) still checked out; "
+                "they are closed when returned",
+                self.name,
+                still_out,
+            )
+        await self.close(timeout=max(deadline - time.monotonic(), 0.1))
+
+    def stop_at_exit(self, timeout: float) -> None:
+        """``stop()`` from interpreter exit, where nothing can be awaited.
+
+        If the pool's loop still runs (in another thread), the pool is
+        stopped there; otherwise nobody can use the connections any more, and
+        they are closed here (the server sees a goodbye, not a reset).
+        """
+        loop = self._loop
+        if loop is not None and loop.is_running() and not loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(self.stop(timeout), loop)
+            with contextlib.suppress(Exception):
+                future.result(timeout + 1.0)
+                return
+        self._draining = True
+        for conn in list(self._conn_generation.keys()):
+            if not conn.closed:
+                conn.pgconn.finish()
+
+    async def clear_prepared(self) -> int:
+        """Deallocate prepared statements on every connection of the pool.
+
+        Idle connections are cleared now; checked-out ones when returned.
+        Returns how many connections that is.
+        """
+        self._generation += 1
+        await self._each_idle(self._clean)
+        return int(self.get_stats().get("pool_size", 0))
+
+    async def sweep_idle(self) -> None:
+        """Look at each idle connection once: replace the dead, retire the expired."""
+        await self._each_idle(None)
+
+    async def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        if not wait and not self.closed:
+            return
+        _compat.check()
+        self._loop = asyncio.get_running_loop()
+        await super().open(wait=wait, timeout=timeout)
+        self._maintainer.start()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        if self._born_in != forks.current():
+            # A pool inherited across fork(): its sockets are the parent's.
+            return
+        await self._maintainer.stop()
+        await super().close(_wait_at_most(timeout))
+
+    async def schedule_task(self, task: Any, delay: float) -> None:
+        # As SelectoPool.schedule_task: retries of failed connection attempts
+        # go to the maintenance task's reconnect probe.
+        if isinstance(task, _compat.AsyncAddConnection):
+            self._maintainer.park(task)
+        else:
+            await super().schedule_task(task, delay)
+
+    def statements_vanished(self) -> None:
+        """A connection lost prepared statements it did not deallocate
+        (see ``SelectoPool.statements_vanished``)."""
+        self._vanished += 1
+        if self._vanished == _VANISHED_BEFORE_STOP:
+            self._preparing_stopped = True
+            logger.warning(
+                "pool %r stops preparing statements: prepared statements vanish "
+                "from the server (a PgBouncer in transaction mode? set the pool "
+                "option pgbouncer='transaction')",
+                self.name,
+            )
+
+    @property
+    def outage(self) -> OutageLog:
+        """Failed connection attempts and the backoff (see SelectoPool.outage)."""
+        return self._outage
+
+    # -- introspection ----------------------------------------------------
+    def stats(self) -> PoolStats:
+        """The pool's ``PoolStats``; reads counters only, no I/O, any thread."""
+        return pool_stats_of(
+            self.name,
+            self.options,
+            self.get_stats(),
+            self._usage.snapshot(),
+            self.cache_stats(),
+            leaks=self._leaks.leaks if self._leaks is not None else 0,
+            started_at=self.started_at,
+            closed=self.closed,
+        )
+
+    def cache_stats(self) -> list[dict[str, int]]:
+        """The statement cache of each open connection (backend pid included)."""
+        caches = []
+        for conn in list(self._conn_generation.keys()):
+            cache = statements.cache_of(conn)
+            if cache is not None and not conn.closed:
+                caches.append(
+                    {"backend_pid": conn.info.backend_pid, **cache.snapshot()}
+                )
+        return caches
+
+    # -- internals -----------------------------------------------------------
+    async def _configure_new(self, conn: AsyncConnection) -> None:
+        self._conn_generation[conn] = self._generation
+        # Off unless the cache is on (psycopg's default would prepare).
+        conn.prepare_threshold = None
+        if self.options.prepares and not self._preparing_stopped:
+            statements.install(
+                conn,
+                cache_size=self.options.prepared_statement_cache_size,
+                cache_bytes=self.options.prepared_statement_cache_mib * 2**20,
+                threshold=self.options.prepare_threshold or 0,
+                on_vanished=self.statements_vanished,
+            )
+
+    def _in_use(self) -> int:
+        return self._usage.snapshot().in_use
+
+    def _refuse_if_unusable(self) -> None:
+        if self._born_in != forks.current():
+            raise PoolClosed(
+                f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
+                "process starts its own pool"
+            )
+        if self._draining:
+            raise PoolClosed(f"pool {self.name!r} is stopping")
+
+    async def _clean(self, conn: AsyncConnection) -> None:
+        status = conn.pgconn.transaction_status
+        generation = self._conn_generation.get(conn, -1)
+        if (
+            status == TransactionStatus.IDLE
+            and conn.autocommit
+            and generation == self._generation
+        ):
+            return  # the common case: nothing to reset
+        if status in IN_TRANSACTION and not conn.closed:
+            self._usage.count(usage.ROLLBACKS)
+            logger.info("rolling back a connection returned to %r", self.name)
+        deallocate = generation < self._generation
+        if await async_reset.clean(conn, deallocate=deallocate, pool_name=self.name):
+            self._conn_generation[conn] = self._generation
+
+    async def _vet(self, conn: AsyncConnection) -> bool:
+        """True if ``conn`` may be handed out; if not, it is discarded."""
+        try:
+            alive = await ais_alive(conn)
+        except BaseException:
+            await self._replace(conn)  # cancelled mid-probe: state unknown
+            raise
+        if not alive:
+            await self._replace(conn)
+            return False
+        if expired(conn):
+            # psycopg_pool closes it when given back, and opens a replacement.
+            await super().putconn(conn)
+            return False
+        return True
+
+    async def _replace(self, conn: AsyncConnection) -> None:
+        """Discard a dead connection; psycopg_pool opens a replacement."""
+        self._usage.count(usage.REPLACED)
+        logger.info("replacing a dead connection of pool %r", self.name)
+        await conn.close()
+        await super().putconn(conn)
+
+    async def _next_live(self, deadline: float) -> AsyncConnection:
+        """psycopg_pool's next connection that passes ``_vet()``."""
+        while True:
+            # psycopg_pool refuses a timeout of 0 even with a connection ready.
+            conn = await super().getconn(max(deadline - time.monotonic(), 0.001))
+            if await self._vet(conn):
+                return conn
+
+    async def _each_idle(self, action: Callable[[AsyncConnection], Any] | None) -> None:
+        """Take each idle connection once, vet it, ``action`` it, put it back.
+
+        Through psycopg_pool's own getconn/putconn: no checkout is counted.
+        """
+        for _ in range(self.get_stats().get("pool_available", 0)):
+            try:
+                conn = await super().getconn(timeout=_TAKE_IDLE_TIMEOUT)
+            except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed):
+                return
+            if await self._vet(conn):
+                try:
+                    if action is not None:
+                        await action(conn)
+                finally:
+                    await super().putconn(conn)
