@@ -97,6 +97,10 @@ def expires_at(conn: AnyConnection) -> float:
 #: pool's is a class of its own (its ``run()`` is a coroutine).
 AddConnection: type[Any] = psycopg_pool.pool.AddConnection
 AsyncAddConnection: type[Any] = psycopg_pool.pool_async.AddConnection
+#: What tells an async pool's worker to end: psycopg_pool's close() sends
+#: it; the async pool too when its loop shuts down with the pool open (see
+#: AsyncSelectoPool._stop_workers).
+AsyncStopWorker: type[Any] = psycopg_pool.pool_async.StopWorker
 
 
 def configure_hook(wrapper: Any) -> Callable[[psycopg.Connection[Any]], Any]:
@@ -150,6 +154,7 @@ def _psycopg_problems() -> list[str]:
         (psycopg_pool.AsyncConnectionPool, "schedule_task"),
         (psycopg_pool.AsyncConnectionPool, "run_task"),
         (AsyncAddConnection, "run"),
+        (AsyncStopWorker, "_run"),
     ):
         if not callable(getattr(owner, name, None)):
             problems.append(f"psycopg_pool {pool_version}: {owner.__name__}.{name}")

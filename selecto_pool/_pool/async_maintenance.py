@@ -12,8 +12,9 @@ A task rather than a thread: the sweep and the probes are the pool's own
 coroutines, which must run in the loop that owns its connections, and a task
 ends with its loop. It never dies of an error: a round that raises is logged
 and the next one is tried after a growing pause. Only cancellation (``stop()``
-or the loop shutting down) ends it. It knows the pool through weak callbacks,
-so that an abandoned pool can still be garbage-collected.
+or the loop shutting down, which it tells the pool) ends it. It knows the
+pool through weak callbacks, so that an abandoned pool can still be
+garbage-collected.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class AsyncMaintainer:
         sweep: WeakCallback,
         run_task: WeakCallback,
         retry_delay: Callable[[], float],
+        loop_ending: WeakCallback,
     ):
         self._name = name
         #: Weak: give the pool's ``sweep_idle`` coroutine function and its
@@ -52,6 +54,9 @@ class AsyncMaintainer:
         self._sweep = sweep
         self._run_task = run_task
         self._retry_delay = retry_delay
+        #: Called when the task is cancelled by someone else than stop():
+        #: the loop shuts down with the pool open.
+        self._loop_ending = loop_ending
         self._health_interval = health_check_interval
         self._leaks = leaks
         self._parked: deque[Any] = deque()
@@ -86,6 +91,14 @@ class AsyncMaintainer:
     # -- the task ----------------------------------------------------------------
     async def _run(self) -> None:
         """Rounds until stopped; a round that raises is logged, then retried."""
+        try:
+            await self._rounds()
+        except asyncio.CancelledError:
+            if not self._stopping and (loop_ending := self._loop_ending()):
+                loop_ending()
+            raise
+
+    async def _rounds(self) -> None:
         now = time.monotonic()
         if self._health_interval:
             self._next_sweep = now + self._health_interval

@@ -112,6 +112,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             sweep=weakref.WeakMethod(self.sweep_idle),
             run_task=weakref.WeakMethod(self.run_task),
             retry_delay=self._outage.retry_delay,
+            loop_ending=weakref.WeakMethod(self._stop_workers),
         )
 
     # -- checkout and checkin ---------------------------------------------
@@ -307,6 +308,17 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
                 threshold=self.options.prepare_threshold or 0,
                 on_vanished=self.statements_vanished,
             )
+
+    def _stop_workers(self) -> None:
+        """Let psycopg_pool's workers end with the loop that is shutting down.
+
+        ``asyncio.run()`` ending with the pool open cancels every task and
+        waits for them; psycopg_pool catches the ``CancelledError`` of a
+        connection being opened (to retry it later) and its worker would
+        then wait for the next task forever: it gets one that ends it.
+        """
+        for _ in range(self.num_workers):
+            self.run_task(_compat.AsyncStopWorker(self))
 
     def _in_use(self) -> int:
         return self._usage.snapshot().in_use
