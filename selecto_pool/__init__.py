@@ -1,7 +1,8 @@
 """selecto-pool: a production-grade PostgreSQL connection pool for Django.
 
 Use it as a database backend (``ENGINE: "selecto_pool.backend"``) and, without
-the ORM, through the functions below, which share the ORM's pools.
+the ORM, through the functions below, which share the ORM's pools; asyncio
+code uses their ``a``-prefixed counterparts on a pool of ``astart_pool()``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ from ._api import (
     transaction,
     with_connection,
 )
+from ._async_api import (
+    acheckin,
+    acheckout,
+    aclear_cache,
+    aexecute,
+    astart_pool,
+    astop_pool,
+    atransaction,
+    awith_connection,
+)
 from ._config.options import PoolOptions
+from ._pool.async_pool import AsyncSelectoPool
 from ._pool.pool import SelectoPool
 from ._pool.stats import PoolStats
 from .errors import (
@@ -31,6 +43,7 @@ from .errors import (
 )
 
 __all__ = [
+    "AsyncSelectoPool",
     "CheckoutTimeout",
     "IncompatibleVersion",
     "PoolClosed",
@@ -40,6 +53,14 @@ __all__ = [
     "PoolStats",
     "Result",
     "SelectoPool",
+    "acheckin",
+    "acheckout",
+    "aclear_cache",
+    "aexecute",
+    "astart_pool",
+    "astop_pool",
+    "atransaction",
+    "awith_connection",
     "checkin",
     "checkout",
     "clear_cache",

@@ -3,6 +3,10 @@
 ``pool`` is either a pool returned by ``start_pool()`` or the name of a Django
 database alias, whose pool is the very one the ORM uses. Connections handed
 out are plain psycopg connections, in autocommit mode.
+
+Each function that does I/O raises Django's ``SynchronousOnlyOperation`` when
+called from a running event loop (it would block it): async code awaits the
+``a``-prefixed counterparts of ``_async_api`` instead.
 """
 
 from __future__ import annotations
@@ -16,17 +20,36 @@ from typing import Any, TypeVar, overload
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.utils.asyncio import async_unsafe
 
 from ._config.conninfo import connect_arguments
 from ._config.options import build_options
+from ._conn import execution
+from ._conn.execution import Attempt
+from ._pool.async_pool import AsyncSelectoPool
 from ._pool.pool import Connection, SelectoPool
 from ._pool.stats import PoolStats
 from ._process import registry
 from .errors import PoolStartError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 PoolRef = SelectoPool | str
 _direct_pool_numbers = itertools.count(1)
+
+
+def _blocks(name: str) -> Callable[[F], F]:
+    """Django's ``async_unsafe``, with a message naming the async counterpart.
+
+    A sync call from a running event loop blocks every other task of it
+    until the database answers; Django refuses the same for the ORM.
+    """
+    decorator: Callable[[F], F] = async_unsafe(
+        f"{name}() blocks the event loop: in async code, await a{name}() on a "
+        f"pool from astart_pool(), or call {name}() through sync_to_async(). "
+        "Set DJANGO_ALLOW_ASYNC_UNSAFE to allow it anyway."
+    )
+    return decorator
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,7 @@ def get_pool(alias: str = "default") -> SelectoPool:
     return pool
 
 
+@_blocks("start_pool")
 def start_pool(
     config: str | Mapping[str, Any], *, name: str | None = None, **options: Any
 ) -> SelectoPool:
@@ -76,7 +100,7 @@ def start_pool(
     with the server's reason if it cannot connect.
     """
     pool_options = build_options(**options)
-    name = name or f"direct-{next(_direct_pool_numbers)}"
+    name = pool_name(name)
     kwargs = {
         "connect_timeout": pool_options.connection_timeout,
         **connect_arguments(config, name),
@@ -89,6 +113,7 @@ def start_pool(
     return pool
 
 
+@_blocks("stop_pool")
 def stop_pool(pool: PoolRef, timeout: float = 5.0) -> None:
     """Drain then close: wait up to ``timeout`` s for checked-out connections."""
     pool = _resolve(pool)
@@ -99,11 +124,13 @@ def stop_pool(pool: PoolRef, timeout: float = 5.0) -> None:
     pool.stop(timeout)
 
 
+@_blocks("checkout")
 def checkout(pool: PoolRef, timeout: float | None = None) -> Connection:
     """Take a connection; give it back with ``checkin()``, in a ``finally``."""
     return _resolve(pool).getconn(timeout)
 
 
+@_blocks("checkin")
 def checkin(pool: PoolRef, conn: Connection) -> None:
     """Give back a connection (an open transaction is rolled back)."""
     _resolve(pool).putconn(conn)
@@ -115,6 +142,7 @@ def with_connection(
 ) -> contextlib.AbstractContextManager[Connection]: ...
 @overload
 def with_connection(pool: PoolRef, fn: Callable[[Connection], T]) -> T: ...
+@_blocks("with_connection")
 def with_connection(pool: PoolRef, fn: Callable[[Connection], T] | None = None) -> Any:
     """Run ``fn(conn)`` on a borrowed connection; without ``fn``, a context manager.
 
@@ -132,6 +160,7 @@ def transaction(
 ) -> contextlib.AbstractContextManager[Connection]: ...
 @overload
 def transaction(pool: PoolRef, fn: Callable[[Connection], T]) -> T: ...
+@_blocks("transaction")
 def transaction(pool: PoolRef, fn: Callable[[Connection], T] | None = None) -> Any:
     """Run ``fn(conn)`` in a transaction: committed, or rolled back and re-raised."""
     if fn is None:
@@ -140,6 +169,7 @@ def transaction(pool: PoolRef, fn: Callable[[Connection], T] | None = None) -> A
         return fn(conn)
 
 
+@_blocks("execute")
 def execute(
     pool: PoolRef,
     sql: str,
@@ -149,11 +179,24 @@ def execute(
 ) -> Result:
     """Run one statement on a pooled connection and fetch its rows.
 
-    Parameters are bound server-side (psycopg's ``Cursor``, whatever cursor
-    class the connection defaults to), so that ``prepare=True`` can work.
+    With the cache's semantics (``_conn.execution``): a statement is bound
+    server-side and prepared once hot in this process, runs the stock way
+    (bound client-side) when the server can't type it or it can't be
+    prepared, and recovers from a schema change. ``prepare`` forces or
+    forbids preparing, as psycopg's argument does.
     """
     with _borrowed(_resolve(pool)) as conn, psycopg.Cursor(conn) as cursor:
-        cursor.execute(sql, params, prepare=prepare)
+        if not binds_server_side(sql, params):
+            cursor.execute(inlined(psycopg.ClientCursor(conn), sql, params))
+        else:
+            attempt = Attempt(
+                execution.signature(sql, () if params is None else params),
+                lambda prepare: cursor.execute(sql, params, prepare=prepare),
+                lambda: cursor.execute(
+                    inlined(psycopg.ClientCursor(conn), sql, params), prepare=False
+                ),
+            )
+            execution.run(conn, attempt, prepare)
         description = cursor.description
         return Result(
             rows=cursor.fetchall() if description else [],
@@ -163,11 +206,32 @@ def execute(
         )
 
 
-def pool_stats(pool: PoolRef) -> PoolStats:
-    """A snapshot of the pool's counters (safe to log or publish)."""
+def binds_server_side(sql: Any, params: Any) -> bool:
+    """Whether ``execute()`` binds ``sql`` server-side: as the ORM decides,
+    and a single DML statement without parameters too (it can be prepared)."""
+    if params is None:
+        return execution.is_preparable(sql)
+    return execution.binds_server_side(sql, params)
+
+
+def inlined(client: psycopg.ClientCursor[Any] | Any, sql: Any, params: Any) -> Any:
+    """``sql`` with ``params`` bound client-side, as Django's stock cursor binds
+    them (``client`` is a sync or async ``ClientCursor``)."""
+    return sql if params is None else client.mogrify(sql, params)
+
+
+def pool_stats(pool: PoolRef | AsyncSelectoPool) -> PoolStats:
+    """A snapshot of the pool's counters (safe to log or publish).
+
+    Reads counters only: it may be called from async code, and for a pool of
+    ``astart_pool()`` too.
+    """
+    if isinstance(pool, AsyncSelectoPool):
+        return pool.stats()
     return _resolve(pool).stats()
 
 
+@_blocks("clear_cache")
 def clear_cache(pool: PoolRef) -> None:
     """Deallocate the prepared statements of every connection of the pool."""
     _resolve(pool).clear_prepared()
@@ -193,6 +257,11 @@ def _resolve(pool: PoolRef) -> SelectoPool:
         return pool
     if isinstance(pool, str):
         return get_pool(pool)
+    if isinstance(pool, AsyncSelectoPool):
+        raise TypeError(
+            f"pool {pool.name!r} is an async pool from astart_pool(): use the "
+            "async functions (aexecute(), acheckout(), astop_pool()...)"
+        )
     raise TypeError(
         "expected a pool from start_pool() or a database alias, "
         f"got {type(pool).__name__}"
@@ -212,10 +281,22 @@ def _probe(
     try:
         connection_class.connect(**kwargs).close()
         return
-    except psycopg.ProgrammingError:
-        error = ImproperlyConfigured(
+    except psycopg.Error as exc:
+        error = start_error(exc, name)
+    raise error
+
+
+def start_error(exc: psycopg.Error, name: str) -> Exception:
+    """What ``start_pool()`` raises when its first connection fails."""
+    if isinstance(exc, psycopg.OperationalError):
+        return PoolStartError(f"pool {name!r} cannot connect: {exc}")
+    if isinstance(exc, psycopg.ProgrammingError):
+        return ImproperlyConfigured(
             f"start_pool({name!r}): invalid connection string or arguments"
         )
-    except psycopg.OperationalError as exc:
-        error = PoolStartError(f"pool {name!r} cannot connect: {exc}")
-    raise error
+    return PoolStartError(f"pool {name!r} cannot connect: {type(exc).__name__}")
+
+
+def pool_name(name: str | None) -> str:
+    """``name``, or the next ``direct-N`` (shared by sync and async pools)."""
+    return name or f"direct-{next(_direct_pool_numbers)}"
