@@ -214,9 +214,13 @@ def binds_server_side(sql: Any, params: Any) -> bool:
     return execution.binds_server_side(sql, params)
 
 
-def inlined(client: psycopg.ClientCursor[Any] | Any, sql: Any, params: Any) -> Any:
+def inlined(
+    client: psycopg.ClientCursor[Any] | psycopg.AsyncClientCursor[Any],
+    sql: Any,
+    params: Any,
+) -> Any:
     """``sql`` with ``params`` bound client-side, as Django's stock cursor binds
-    them (``client`` is a sync or async ``ClientCursor``)."""
+    them (``client`` is a sync or async ``ClientCursor`` of the connection)."""
     return sql if params is None else client.mogrify(sql, params)
 
 

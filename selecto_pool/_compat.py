@@ -154,7 +154,6 @@ def _psycopg_problems() -> list[str]:
         (psycopg_pool.AsyncConnectionPool, "schedule_task"),
         (psycopg_pool.AsyncConnectionPool, "run_task"),
         (AsyncAddConnection, "run"),
-        (AsyncStopWorker, "_run"),
     ):
         if not callable(getattr(owner, name, None)):
             problems.append(f"psycopg_pool {pool_version}: {owner.__name__}.{name}")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 import traceback
 from typing import Any
@@ -401,6 +402,27 @@ def test_a_pool_left_open_is_closed_at_exit_and_listed_meanwhile(
     assert len(observer.connections_of("async-exit")) == 2
     shutdown.stop_pools([pool])  # what the interpreter's exit runs
     _wait_for(lambda: not observer.connections_of("async-exit"))
+
+
+def test_the_loop_ends_while_connections_are_being_opened(
+    transactional_db: None,
+) -> None:
+    """``asyncio.run()`` returning with the pool open and filling: it cancels
+    every task, and psycopg_pool's workers catch the cancellation of a
+    connection attempt; with psycopg_pool's own async pool it never returns."""
+
+    async def scenario() -> sp.AsyncSelectoPool:
+        return await sp.astart_pool(conninfo_of("default"), pool_size=5)
+
+    ended = threading.Event()
+    pools: list[sp.AsyncSelectoPool] = []
+    runner = threading.Thread(
+        target=lambda: (pools.append(asyncio.run(scenario())), ended.set()),
+        daemon=True,
+    )
+    runner.start()
+    assert ended.wait(15), "asyncio.run() hangs"
+    shutdown.stop_pools(pools)
 
 
 def _wait_for(condition: Any, timeout: float = 10) -> None:

@@ -54,6 +54,13 @@ logger = logging.getLogger("selecto_pool.pool")
 AsyncConnection = psycopg.AsyncConnection[Any]
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
     """A pool of psycopg async connections to one database, for one event loop."""
 
@@ -206,10 +213,22 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         """
         loop = self._loop
         if loop is not None and loop.is_running() and not loop.is_closed():
-            future = asyncio.run_coroutine_threadsafe(self.stop(timeout), loop)
-            with contextlib.suppress(Exception):
-                future.result(timeout + 1.0)
+            if _running_loop() is loop:
+                # Called from a callback of that very loop: it can't wait.
+                logger.warning("pool %r is open at exit: astop_pool() it", self.name)
                 return
+            future = asyncio.run_coroutine_threadsafe(self.stop(timeout), loop)
+            try:
+                future.result(timeout + 1.0)
+            except Exception as exc:
+                # Its connections may be in use in that loop: left to the
+                # process's exit rather than closed under its feet.
+                logger.warning(
+                    "pool %r could not be stopped in its event loop at exit: %r",
+                    self.name,
+                    exc,
+                )
+            return
         self._draining = True
         for conn in list(self._conn_generation.keys()):
             if not conn.closed:
