@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -121,6 +122,49 @@ def test_a_task_cancelled_mid_query_returns_a_clean_connection(
             assert (await sp.aexecute(pool, "SELECT 1")).rows == [(1,)]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Python 3.10 has no Task.cancelling()"
+)
+def test_a_task_cancelled_as_it_gets_a_connection_is_cancelled(
+    transactional_db: None,
+) -> None:
+    """Cancelled while the pool hands it a connection, a waiting task raises
+    CancelledError and the connection goes back: asyncio.wait_for (in
+    psycopg_pool's wait) returns the connection instead before Python 3.12."""
+
+    async def scenario() -> list[str]:
+        outcomes = []
+        async with async_pool(
+            conninfo_of("default"), pool_size=1, max_overflow=0
+        ) as pool:
+            for steps in range(6):  # every interleaving of the handover
+                held = await sp.acheckout(pool)
+                waiter = asyncio.create_task(sp.acheckout(pool, timeout=10))
+                await _until(lambda: sp.pool_stats(pool).waiting == 1)
+                await sp.acheckin(pool, held)
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                waiter.cancel()
+                try:
+                    conn = await waiter
+                except asyncio.CancelledError:
+                    outcomes.append("cancelled")
+                else:
+                    outcomes.append("served")
+                    await sp.acheckin(pool, conn)
+                await _until(lambda: sp.pool_stats(pool).idle == 1)
+                assert sp.pool_stats(pool).in_use == 0
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    # Once the waiter has run with its connection, a cancellation comes too
+    # late and it is served; before that, it must be cancelled, never served.
+    assert "cancelled" in outcomes
+    first_served = outcomes.index("served") if "served" in outcomes else 6
+    assert outcomes[:first_served] == ["cancelled"] * first_served
+    assert all(o == "served" for o in outcomes[first_served:])
 
 
 def test_a_task_cancelled_inside_a_transaction_rolls_it_back(

@@ -27,10 +27,15 @@ RECOVERY = 0.5 + 1.0
 def test_a_server_restart_is_recovered_from_without_blocking_the_loop(
     spare_server: LocalPostgres,
 ) -> None:
+    # Clients stop at a flag, not by cancellation: on Python 3.10 a
+    # cancellation that comes as a connection is handed over is lost (see
+    # docs/limitations.md).
+    running = [True]
+
     async def client(
         pool: sp.AsyncSelectoPool, log: list[tuple[float, float, bool]]
     ) -> None:
-        while True:
+        while running[0]:
             started = time.monotonic()
             try:
                 await sp.aexecute(pool, "SELECT 1", [])
@@ -69,9 +74,8 @@ def test_a_server_restart_is_recovered_from_without_blocking_the_loop(
                 await asyncio.sleep(RECOVERY + 1.0)
             lag.lags += recovery_lag.lags
             lag.own_lags += recovery_lag.own_lags
-            for task in clients:
-                task.cancel()
-            await asyncio.gather(*clients, return_exceptions=True)
+            running[0] = False
+            await asyncio.gather(*clients)
             return up, log, lag, sp.pool_stats(pool)
 
     up, log, lag, stats = asyncio.run(scenario())

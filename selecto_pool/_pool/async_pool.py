@@ -54,6 +54,12 @@ logger = logging.getLogger("selecto_pool.pool")
 AsyncConnection = psycopg.AsyncConnection[Any]
 
 
+def _cancel_requests(task: asyncio.Task[Any] | None) -> int:
+    """How many cancellations of ``task`` are pending (Python 3.11+; else 0)."""
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -137,9 +143,17 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         elif not timeout <= _LONGEST_CHECKOUT:  # NaN too
             raise ValueError(f"checkout timeout {timeout!r}: at most 86400 s")
         started = time.monotonic()
+        task = asyncio.current_task()
+        cancel_requests = _cancel_requests(task)
         self._usage.start_waiting()
         try:
             conn = await self._next_live(started + timeout)
+            if _cancel_requests(task) > cancel_requests:
+                # Cancelled as psycopg_pool handed the connection over: its
+                # wait (asyncio.wait_for before Python 3.12) returned the
+                # connection instead. Honour the cancellation.
+                await super().putconn(conn)
+                raise asyncio.CancelledError
         except psycopg_pool.PoolTimeout:
             self._usage.stop_waiting(usage.TIMEOUTS)
             message = exhausted_message(self.stats(), timeout, self._outage)
@@ -155,7 +169,6 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             conn.prepare_threshold = None
         self._usage.checked_out((time.monotonic() - started) * 1000.0)
         if self._leaks is not None:
-            task = asyncio.current_task()
             self._leaks.checked_out(conn, task=task.get_name() if task else None)
         return conn
 
