@@ -187,7 +187,9 @@ def execute(
     """
     with _borrowed(_resolve(pool)) as conn, psycopg.Cursor(conn) as cursor:
         if not binds_server_side(sql, params):
-            cursor.execute(inlined(psycopg.ClientCursor(conn), sql, params))
+            cursor.execute(
+                inlined(psycopg.ClientCursor(conn), sql, params), prepare=False
+            )
         else:
             attempt = Attempt(
                 execution.signature(sql, () if params is None else params),

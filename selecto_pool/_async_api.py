@@ -118,7 +118,8 @@ async def aexecute(
         async with cursor:
             if not binds_server_side(sql, params):
                 await cursor.execute(
-                    inlined(psycopg.AsyncClientCursor(conn), sql, params)
+                    inlined(psycopg.AsyncClientCursor(conn), sql, params),
+                    prepare=False,
                 )
             else:
 

@@ -120,9 +120,14 @@ def test_a_prepared_statement_gone_stale_is_rerun_transparently(
 
 
 def test_what_cannot_be_prepared_is_bound_client_side(direct: Any) -> None:
-    pool = direct()
-    # Two statements in one string: a prepared statement holds only one.
-    assert pool.execute("SELECT %s::int AS a; SELECT 2", [1]).rows == [(1,)]
+    pool = direct(prepare_threshold=2)
+    # Two statements in one string: a prepared statement holds only one,
+    # however often it runs.
+    for n in range(4):
+        assert pool.execute("SELECT %s::int AS a; SELECT 2", [n]).rows == [(n,)]
+    # Not a statement PREPARE takes, however often it runs.
+    for _ in range(4):
+        pool.execute("SET statement_timeout = %s", ["5s"])
     # More parameters than the protocol carries (65,535): libpq refuses them
     # unsent; Django's stock cursor inlines them.
     values = list(range(65_536))
