@@ -469,6 +469,35 @@ def test_the_loop_ends_while_connections_are_being_opened(
     shutdown.stop_pools(pools)
 
 
+def test_other_threads_reach_a_pool_through_its_loop(observer: Observer) -> None:
+    """As a control channel or the exit hook do, from a thread of their own."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def in_loop(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(10)
+
+    info = {**conninfo_of("default"), "application_name": "async-threads"}
+    pool = in_loop(sp.astart_pool(info, pool_size=2, name="served-elsewhere"))
+    try:
+        assert pool.loop is loop
+        in_loop(pool.wait(timeout=10))
+        for _ in range(2):
+            in_loop(sp.aexecute(pool, "SELECT %s::int", [1], prepare=True))
+        assert sp.pool_stats(pool).cache_statements >= 1  # read from here
+        assert in_loop(pool.clear_prepared()) == 2
+        assert sp.pool_stats(pool).cache_statements == 0
+        # At exit, a pool whose loop still runs is stopped in that loop.
+        shutdown.stop_pools([pool])
+        assert pool.closed
+        _wait_for(lambda: not observer.connections_of("async-threads"))
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 def _wait_for(condition: Any, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -298,6 +298,13 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             )
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the pool belongs to (None before it opened): another
+        thread runs its coroutines there, ``run_coroutine_threadsafe(pool.
+        clear_prepared(), pool.loop)``."""
+        return self._loop
+
+    @property
     def outage(self) -> OutageLog:
         """Failed connection attempts and the backoff (see SelectoPool.outage)."""
         return self._outage
