@@ -54,8 +54,8 @@ def test_concurrent_queries_share_five_connections_without_blocking_the_loop(
     elapsed, lag, stats = asyncio.run(scenario())
     print(
         f"\n50 x pg_sleep({SLEEP}) on 5 connections: {elapsed:.3f} s; event-loop "
-        f"lag max {lag.worst * 1000:.1f} ms, {lag.worst_own * 1000:.1f} ms without run-queue "
-        f"waits and collections, over {len(lag.lags)} ticks"
+        f"lag max {lag.worst * 1000:.1f} ms, {lag.worst_own * 1000:.1f} ms "
+        f"without run-queue waits and collections, over {len(lag.lags)} ticks"
     )
     # 10 rounds of 50 ms on 5 connections at least; a call blocking the loop
     # would serialise them (50 x 50 ms = 2.5 s). The slack is for a loaded
