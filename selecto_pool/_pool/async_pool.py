@@ -60,13 +60,6 @@ def _cancel_requests(task: asyncio.Task[Any] | None) -> int:
     return int(cancelling()) if cancelling is not None else 0
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
     """A pool of psycopg async connections to one database, for one event loop."""
 
@@ -217,35 +210,13 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             )
         await self.close(timeout=max(deadline - time.monotonic(), 0.1))
 
-    def stop_at_exit(self, timeout: float) -> None:
-        """``stop()`` from interpreter exit, where nothing can be awaited.
-
-        If the pool's loop still runs (in another thread), the pool is
-        stopped there; otherwise nobody can use the connections any more, and
-        they are closed here (the server sees a goodbye, not a reset).
-        """
-        loop = self._loop
-        if loop is not None and loop.is_running() and not loop.is_closed():
-            if _running_loop() is loop:
-                # Called from a callback of that very loop: it can't wait.
-                logger.warning("pool %r is open at exit: astop_pool() it", self.name)
-                return
-            future = asyncio.run_coroutine_threadsafe(self.stop(timeout), loop)
-            try:
-                future.result(timeout + 1.0)
-            except Exception as exc:
-                # Its connections may be in use in that loop: left to the
-                # process's exit rather than closed under its feet.
-                logger.warning(
-                    "pool %r could not be stopped in its event loop at exit: %r",
-                    self.name,
-                    exc,
-                )
-            return
+    def close_connections_now(self) -> None:
+        """Close every connection of the pool from this thread, unawaited:
+        for interpreter exit once its loop is gone (see ``async_exit``)."""
         self._draining = True
         for conn in list(self._conn_generation.keys()):
             if not conn.closed:
-                conn.pgconn.finish()
+                conn.pgconn.finish()  # the server sees a goodbye, not a reset
 
     async def clear_prepared(self) -> int:
         """Deallocate prepared statements on every connection of the pool.

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .._pool.async_exit import stop_at_exit
 from .._pool.async_pool import AsyncSelectoPool
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def stop_pools(pools: Iterable[SelectoPool | AsyncSelectoPool]) -> None:
             if isinstance(pool, AsyncSelectoPool):
                 # Nothing can be awaited here: stopped in its loop if that
                 # still runs, else its connections are closed from here.
-                pool.stop_at_exit(timeout=max(remaining, 0.0))
+                stop_at_exit(pool, timeout=max(remaining, 0.0))
             else:
                 pool.stop(timeout=max(remaining, 0.0))
         except Exception:

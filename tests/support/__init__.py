@@ -13,7 +13,7 @@ another test module:
 * ``processes``: running the demo project in processes of its own;
 * ``proxy``: a TCP proxy that injects network faults;
 * ``pgbouncer``: Debian's PgBouncer in front of a server;
-* ``aio``: an async pool for a block, the event loop's lag;
+* ``aio``: an async pool for a block, waits in a loop, the event loop's lag;
 * ``worker`` and ``exiting``: programs those processes run
   (``python -m tests.support.worker``).
 """

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import selecto_pool as sp
@@ -21,6 +21,14 @@ async def async_pool(config: Any, **options: Any) -> AsyncIterator[sp.AsyncSelec
         yield pool
     finally:
         await sp.astop_pool(pool, timeout=1)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait in the loop until ``condition()`` holds; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 class LagMeter:
