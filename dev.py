@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Developer entry point: ``python3 dev.py test [PYTEST ARGS]`` or ``dev.py demo``.
 
-Standard library only, so that a fresh clone needs nothing but Python 3.10+: it
-keeps ``.venv`` up to date with ``pip install -e .[test]`` (``.[test,bench]``
-for ``dev.py bench``) and runs the tool from there.
+Standard library only (``testproject.runstate`` too), so that a fresh clone
+needs nothing but Python 3.10+: it keeps ``.venv`` up to date with
+``pip install -e .[test]`` (``.[test,bench]`` for ``dev.py bench``; ``mysql``
+too where mysqlclient can be built) and runs the tool from there.
 
 ``dev.py test --versions oldest`` and ``--versions newest`` run the suite in
 ``.venv-oldest`` and ``.venv-newest`` instead (see ``COMBINATIONS``).
@@ -12,15 +13,20 @@ for ``dev.py bench``) and runs the tool from there.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from testproject import runstate
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
@@ -84,6 +90,7 @@ def replace_with(*cmd: str | Path) -> NoReturn:
 
 def ensure_venv(
     extras: tuple[str, ...] = ("test",),
+    optional: tuple[str, ...] = (),
     venv: Path = VENV,
     python: str = sys.executable,
     then: Callable[[Path], None] | None = None,
@@ -91,9 +98,11 @@ def ensure_venv(
     """Create ``venv`` and install the project into it when pyproject changed.
 
     The stamp also lists the extras installed, so that ``bench`` adds its own
-    once and ``test`` afterwards doesn't reinstall. ``then(venv_python)`` runs
-    after each install (the oldest combination pins its floors there).
-    Returns the venv's python.
+    once and ``test`` afterwards doesn't reinstall. ``optional`` extras are
+    installed too if they can be (``mysql`` is built from source); if not,
+    the others are, and the tests that need them are skipped.
+    ``then(venv_python)`` runs after each install (the oldest combination
+    pins its floors there). Returns the venv's python.
     """
     venv_python = venv / "bin" / "python"
     stamp_path = venv / STAMP_NAME
@@ -110,11 +119,22 @@ def ensure_venv(
     if stamp[:1] == [digest]:
         # A stamp without extras was written by `test`.
         installed = set(stamp[1].split(",")) if len(stamp) > 1 else {"test"}
-    if set(extras) <= installed:
+    if set(extras) | set(optional) <= installed:
         return venv_python
-    wanted = ",".join(sorted(installed | set(extras)))
+    wanted = ",".join(sorted(installed | set(extras) | set(optional)))
     print(f"dev.py: installing -e .[{wanted}] into {venv.name}", flush=True)
-    check(venv_python, "-m", "pip", "install", "-e", f".[{wanted}]")
+    install = [venv_python, "-m", "pip", "install", "-e"]
+    returncode = subprocess.call([*map(str, install), f".[{wanted}]"], cwd=ROOT)
+    if returncode:
+        if not optional:
+            raise SystemExit(returncode)
+        print(
+            f"dev.py: could not install the {', '.join(optional)} extra; the "
+            "tests that need it will be skipped",
+            flush=True,
+        )
+        wanted = ",".join(sorted((installed | set(extras)) - set(optional)))
+        check(*install, f".[{wanted}]")
     if then is not None:
         then(venv_python)
     stamp_path.write_text(f"{digest} {wanted}\n")
@@ -182,7 +202,7 @@ def pin_floors(venv_python: Path) -> None:
     check(*install, "--constraint", constraints)
 
 
-def combination_venv(name: str) -> Path:
+def combination_venv(name: str, optional: tuple[str, ...] = ()) -> Path:
     """Set up the venv of combination ``name``; return its python."""
     found = pythons()
     floor = lowest_python()
@@ -198,10 +218,15 @@ def combination_venv(name: str) -> Path:
                 flush=True,
             )
         return ensure_venv(
-            venv=ROOT / ".venv-oldest", python=found[version], then=pin_floors
+            optional=optional,
+            venv=ROOT / ".venv-oldest",
+            python=found[version],
+            then=pin_floors,
         )
     version = allowed[-1]
-    venv_python = ensure_venv(venv=ROOT / ".venv-newest", python=found[version])
+    venv_python = ensure_venv(
+        optional=optional, venv=ROOT / ".venv-newest", python=found[version]
+    )
     # Every run: a release since the last one is tested as soon as it is out,
     # past the caps that users get (pip warns about them; that is the point).
     print("dev.py: upgrading Django, psycopg and psycopg_pool", flush=True)
@@ -231,17 +256,11 @@ def _say_if_django_needs_newer_python(venv_python: Path, version: str) -> None:
         )
 
 
-def ensure_pgbouncer() -> None:
-    """Debian's pgbouncer, for tests/test_pgbouncer.py (skipped without it).
-
-    Installed when missing, on Debian-like machines where we are root (CI).
-    """
-    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
-        return
+def apt_install(*packages: str) -> bool:
+    """Install Debian packages if we can (root, apt-get); False if we can't."""
     if not shutil.which("apt-get") or os.geteuid() != 0:
-        print("dev.py: no pgbouncer; its tests will be skipped", flush=True)
-        return
-    install = ["apt-get", "install", "-y", "-q", "pgbouncer"]
+        return False
+    install = ["apt-get", "install", "-y", "-q", *packages]
     quiet = {
         "stdout": subprocess.DEVNULL,
         "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
@@ -249,6 +268,43 @@ def ensure_pgbouncer() -> None:
     if subprocess.call(install, **quiet) != 0:
         subprocess.call(["apt-get", "update", "-q"], **quiet)
         subprocess.call(install, **quiet)
+    return True
+
+
+def ensure_pgbouncer() -> None:
+    """Debian's pgbouncer, for tests/test_pgbouncer.py (skipped without it).
+
+    Installed when missing, on Debian-like machines where we are root (CI).
+    """
+    if shutil.which("pgbouncer") or Path("/usr/sbin/pgbouncer").exists():
+        return
+    if not apt_install("pgbouncer"):
+        print("dev.py: no pgbouncer; its tests will be skipped", flush=True)
+
+
+def mysql_client_headers() -> bool:
+    """Whether mysqlclient can be built here: pkg-config knows a client library
+    (the names its setup.py looks for)."""
+    return bool(shutil.which("pkg-config")) and any(
+        subprocess.call(["pkg-config", "--exists", name]) == 0
+        for name in ("mysqlclient", "mariadb", "libmariadb")
+    )
+
+
+def ensure_mariadb() -> tuple[str, ...]:
+    """Debian's MariaDB server and client headers, for tests/mysql (skipped
+    without them). Installed when missing, where we are root on Debian (CI).
+
+    Returns the extras to install if possible: ``mysql`` (mysqlclient, built
+    from source: PyPI has no Linux wheel) when the headers are there.
+    """
+    server = shutil.which("mariadbd") or Path("/usr/sbin/mariadbd").exists()
+    installed = server and mysql_client_headers()
+    if not installed and not apt_install(
+        "mariadb-server", "libmariadb-dev", "pkg-config"
+    ):
+        print("dev.py: no MariaDB; the MySQL tests will be skipped", flush=True)
+    return ("mysql",) if mysql_client_headers() else ()
 
 
 def test(pytest_args: list[str]) -> NoReturn:
@@ -258,16 +314,16 @@ def test(pytest_args: list[str]) -> NoReturn:
     once, by the default run), in that combination's venv.
     """
     combination, pytest_args = _versions_option(pytest_args)
+    ensure_pgbouncer()
+    optional = ensure_mariadb()
     if combination is None:
-        python = ensure_venv()
-        ensure_pgbouncer()
+        python = ensure_venv(optional=optional)
         check(python, "-m", "ruff", "check", ".")
         check(python, "-m", "ruff", "format", "--check", ".")
         check(VENV / "bin" / "lint-imports", "--no-cache")
         check(python, "-m", "mypy")
     else:
-        python = combination_venv(combination)
-        ensure_pgbouncer()
+        python = combination_venv(combination, optional)
     check(python, "-c", VERSIONS_SCRIPT)
     replace_with(python, "-m", "pytest", *pytest_args)
 
@@ -287,14 +343,68 @@ def _versions_option(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def demo(port: int) -> NoReturn:
-    """Serve the demo project, on an embedded PostgreSQL unless DATABASE_URL is set."""
-    ensure_venv()
-    serve = [PYTHON, "manage.py", "demo", "--port", str(port)]
-    if os.environ.get("DATABASE_URL"):
+    """Serve the demo project, on an embedded PostgreSQL unless DATABASE_URL is set.
+
+    The cluster is kept in ``.pgdata`` (or ``$SELECTO_DEMO_DATA``) across runs;
+    pgserver records the run there, so that ``manage.py`` in a second shell
+    finds its database and a second demo is refused.
+    """
+    url = f"http://127.0.0.1:{port}/"
+    data = runstate.demo_data_dir(ROOT)
+    own_database = not os.environ.get("DATABASE_URL")
+    if own_database and (run := runstate.running(data)) is not None:
+        stop(
+            f"the demo is already running {run.describe()}; "
+            "stop it with Ctrl-C in its terminal"
+        )
+    if problem := cannot_listen(port):
+        stop(f"{problem}: choose another port with --port")
+    python = demo_python()
+    serve = [python, "manage.py", "demo", "--port", str(port)]
+    if not own_database:
         replace_with(*serve)
-    # pgserver keeps the cluster in .pgdata across runs and stops it on exit.
-    pgserver = [PYTHON, "-m", "testproject.pgserver", "run", "--data", ".pgdata"]
-    replace_with(*pgserver, "--", *serve)
+    pgserver = [python, "-m", "testproject.pgserver", "run", "--data", data]
+    replace_with(*pgserver, "--serves", url, "--", *serve)
+
+
+def demo_python() -> Path:
+    """The Python the demo runs on: ``.venv``'s, kept up to date.
+
+    Unless dev.py runs in a virtualenv that has Django (the suite's demo
+    tests run it on the suite's Python, e.g. .venv-newest's or a throwaway
+    venv's): then that one. ``ensure_venv()`` would rebuild ``.venv`` with
+    that other Python, deleting the one a developer works with.
+    """
+    if sys.prefix != sys.base_prefix and importlib.util.find_spec("django"):
+        return Path(sys.executable)
+    ensure_venv()
+    return PYTHON
+
+
+def cannot_listen(port: int) -> str | None:
+    """Why runserver could not listen on 127.0.0.1:``port`` (it binds as here)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} of 127.0.0.1 is in use by another program"
+            return f"cannot listen on 127.0.0.1:{port} ({exc.strerror})"
+    return None
+
+
+def port_number(value: str) -> int:
+    """argparse type: a TCP port."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (1 to 65535)")
+    return int(value)
+
+
+def stop(message: str) -> NoReturn:
+    """One line on stderr and exit 1: what went wrong and what to do."""
+    print(f"dev.py: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,10 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"{COMBINATIONS['oldest']}; --versions newest: on {COMBINATIONS['newest']}",
     )
     demo_parser = commands.add_parser("demo", help="run the demo site")
-    demo_parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    demo_parser.add_argument(
+        "--port", type=port_number, default=8000, help="default: 8000"
+    )
     commands.add_parser(
         "django-suite",
-        help="Django's own tests, stock backend vs selecto_pool (see tools/)",
+        help="Django's own tests, stock backend vs selecto_pool with no OPTIONS "
+        "and with a pool dict (--config, --options: see tools/django_suite.py)",
     )
     commands.add_parser(
         "bench",
@@ -332,11 +445,14 @@ def main(argv: list[str]) -> None:
         # Everything after "test" is pytest's, verbatim: -k, -x, paths, even -h.
         test(argv[1:])
     if argv[:1] == ["django-suite"]:
-        ensure_venv()
+        ensure_venv(optional=ensure_mariadb() if "--mysql" in argv else ())
         replace_with(PYTHON, "-m", "tools.django_suite", *argv[1:])
     if argv[:1] == ["bench"]:
-        # Its own PostgreSQL, started and stopped by bench (or DATABASE_URL).
-        ensure_venv(("test", "bench"))
+        # Its own PostgreSQL or MariaDB, started and stopped by bench (or
+        # DATABASE_URL).
+        ensure_venv(
+            ("test", "bench"), optional=ensure_mariadb() if "--mysql" in argv else ()
+        )
         replace_with(PYTHON, "-m", "bench", *argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":

@@ -2,7 +2,8 @@
 
 ``--ab`` (client CPU side by side in one process) and ``--profile`` (py-spy)
 measure instead of benchmarking; ``--asgi`` compares the sync and async
-direct APIs under uvicorn (``bench.asgi``).
+direct APIs under uvicorn (``bench.asgi``). ``--mysql`` compares the MySQL
+configurations on a private MariaDB instead.
 
 ``python3 dev.py bench`` installs what this needs (the ``bench`` extra) first.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import chart, report, server, versions
-from .configs import CONFIGS
+from .configs import ALL_CONFIGS, CONFIGS, MYSQL_CONFIGS
 from .runner import ROOT, Plan, Runner, schedule, with_snapshot
 from .workloads import WORKLOADS
 
@@ -52,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, help="unmeasured seconds per run")
     parser.add_argument("--duration", type=float, help="measured seconds per run")
     parser.add_argument(
-        "--configs", type=_names(CONFIGS), default=list(CONFIGS), help="a,b,..."
+        "--configs",
+        type=_names(ALL_CONFIGS),
+        help=f"a,b,... (default: {', '.join(CONFIGS)}; with --mysql, "
+        f"{', '.join(MYSQL_CONFIGS)})",
+    )
+    parser.add_argument(
+        "--mysql",
+        action="store_true",
+        help="the MySQL configurations, on a private MariaDB (Debian's mariadb-server)",
     )
     parser.add_argument(
         "--workloads", type=_names(WORKLOADS), default=list(WORKLOADS), help="x,y,..."
@@ -97,8 +106,18 @@ def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
+    family = MYSQL_CONFIGS if args.mysql else CONFIGS
+    configs = args.configs or list(family)
+    if any(name not in family for name in configs):
+        parser.error(
+            "--configs: mysql-* configurations go with --mysql, others without"
+        )
+    if args.mysql and (args.ab or args.profile or args.asgi):
+        parser.error(
+            "--ab, --profile and --asgi measure the PostgreSQL configurations only"
+        )
     plan = Plan(
-        configs=args.configs,
+        configs=configs,
         workloads=args.workloads,
         reps=args.reps or defaults["reps"],
         warmup=args.warmup if args.warmup is not None else defaults["warmup"],
@@ -106,7 +125,7 @@ def main(argv: list[str]) -> int:
     )
     benchmarking = not (args.ab or args.profile or args.asgi)
     if benchmarking and next(schedule(plan), None) is None:
-        only = {name: CONFIGS[name].only for name in plan.configs}
+        only = {name: ALL_CONFIGS[name].only for name in plan.configs}
         parser.error(
             "nothing to run: "
             + "; ".join(
@@ -119,7 +138,12 @@ def main(argv: list[str]) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     code_dir, digest = with_snapshot()
     try:
-        with server.provision(os.environ.get("DATABASE_URL")) as target:
+        provision = (
+            server.provision_mysql()
+            if args.mysql
+            else server.provision(os.environ.get("DATABASE_URL"))
+        )
+        with provision as target:
             if args.asgi:
                 return _asgi(target.url, args, stamp)
             runner = Runner(target, code_dir)
@@ -129,7 +153,12 @@ def main(argv: list[str]) -> int:
                 return _ab(runner, plan.configs)
             if args.profile:
                 return _profile(runner, args.profile, plan, stamp)
-            meta = versions.collect(ROOT, server.server_version(target.url), digest)
+            if args.mysql:
+                version = server.mysql_server_version(target.admin_url)
+                meta = versions.collect(ROOT, version, digest, server="mariadb")
+            else:
+                version = server.server_version(target.url)
+                meta = versions.collect(ROOT, version, digest)
             print(_intro(plan, target.local, meta), flush=True)
             started = time.monotonic()
             records = runner.run(plan, progress=lambda line: print(line, flush=True))
@@ -137,10 +166,12 @@ def main(argv: list[str]) -> int:
     finally:
         shutil.rmtree(code_dir, ignore_errors=True)
     summary = report.summarise(records, plan.reps)
-    checks = report.targets(summary)
+    # The targets and the chart are about the PostgreSQL configurations.
+    checks = [] if args.mysql else report.targets(summary)
     print(report.table(summary, runner.excluded))
-    print(report.targets_table(checks))
-    name = f"{stamp}{'-quick' if args.quick else ''}"
+    if checks:
+        print(report.targets_table(checks))
+    name = f"{stamp}{'-mysql' if args.mysql else ''}{'-quick' if args.quick else ''}"
     output = RESULTS / f"{name}.json"
     document = {
         "plan": plan.__dict__,
@@ -154,6 +185,9 @@ def main(argv: list[str]) -> int:
         "runs": records,
     }
     output.write_text(json.dumps(document, indent=1, default=str) + "\n")
+    if args.mysql:
+        print(f"\n{elapsed / 60:.1f} min; results: {_shown(output)}")
+        return 0
     complete = plan.configs == list(CONFIGS) and plan.workloads == list(WORKLOADS)
     chart_path = args.chart or (
         DOCS_CHART if complete and not args.quick else RESULTS / f"{name}.png"
@@ -178,10 +212,12 @@ def _shown(path: Path) -> str:
 
 def _intro(plan: Plan, local: bool, meta: dict[str, Any]) -> str:
     runs = plan.reps * len(plan.configs) * len(plan.workloads)
-    where = "a private PostgreSQL" if local else "DATABASE_URL's server"
+    kind = "MariaDB" if "mariadb" in meta else "PostgreSQL"
+    where = f"a private {kind}" if local else "DATABASE_URL's server"
+    version = meta.get("mariadb") or meta.get("postgresql")
     return (
         f"{runs} runs of {plan.warmup:g} + {plan.duration:g} s on {where} "
-        f"(PostgreSQL {meta['postgresql']}, {meta['cpus']} cores, "
+        f"({kind} {version}, {meta['cpus']} cores, "
         f"selecto_pool {meta['selecto_pool_commit']}"
         f"{' + uncommitted changes' if meta['selecto_pool_uncommitted'] else ''})"
     )

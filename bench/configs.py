@@ -5,6 +5,10 @@ Every configuration gets the same connection parameters (and an
 only the engine and its pooling options differ. ``TimeZone=UTC`` is set at
 connect time, as on a production server, so that no configuration pays an
 extra ``SET TIME ZONE`` per new connection.
+
+The ``mysql-*`` configurations (``python -m bench --mysql``) run on MariaDB,
+where connections are counted by database instead: each run has the
+benchmark database to itself.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from typing import Any
 STOCK = "django.db.backends.postgresql"
 SELECTO = "selecto_pool.backend"
 DJ_DB_CONN_POOL = "dj_db_conn_pool.backends.postgresql"
+MYSQL_STOCK = "django.db.backends.mysql"
+MYSQL_SELECTO = "selecto_pool.backend.mysql"
+MYSQL_DJ_DB_CONN_POOL = "dj_db_conn_pool.backends.mysql"
 
 Settings = dict[str, Any]
 
@@ -34,9 +41,24 @@ class Config:
     apps: tuple[str, ...] = field(default=())
     #: The workloads it runs in (empty: all).
     only: tuple[str, ...] = field(default=())
+    #: "postgresql" or "mysql": which server it runs on.
+    vendor: str = "postgresql"
 
     def runs_in(self, workload: str) -> bool:
         return not self.only or workload in self.only
+
+
+def _unpooled(engine: str, conn_max_age: int | None) -> Callable[[int], Settings]:
+    """Django's own backend, without a pool (whatever the size)."""
+    return lambda size: {"ENGINE": engine, "CONN_MAX_AGE": conn_max_age}
+
+
+def _djdbcp(engine: str) -> Callable[[int], Settings]:
+    """django-db-connection-pool's backend on ``engine``, a fixed pool."""
+    return lambda size: {
+        "ENGINE": engine,
+        "POOL_OPTIONS": {"POOL_SIZE": size, "MAX_OVERFLOW": 0},
+    }
 
 
 def _native(size: int, **options: Any) -> Settings:
@@ -44,9 +66,9 @@ def _native(size: int, **options: Any) -> Settings:
     return {"ENGINE": STOCK, "OPTIONS": {**options, "pool": pool}}
 
 
-def _selecto(size: int, **pool: Any) -> Settings:
+def _selecto(size: int, engine: str = SELECTO, **pool: Any) -> Settings:
     pool = {"pool_size": size, "max_overflow": 0, **pool}
-    return {"ENGINE": SELECTO, "OPTIONS": {"pool": pool}}
+    return {"ENGINE": engine, "OPTIONS": {"pool": pool}}
 
 
 CONFIGS: dict[str, Config] = {
@@ -56,13 +78,13 @@ CONFIGS: dict[str, Config] = {
             "nopool",
             "Django, no pooling (CONN_MAX_AGE=0)",
             pooled=False,
-            settings=lambda size: {"ENGINE": STOCK, "CONN_MAX_AGE": 0},
+            settings=_unpooled(STOCK, 0),
         ),
         Config(
             "persistent",
             "Django, persistent connections (CONN_MAX_AGE=None)",
             pooled=False,
-            settings=lambda size: {"ENGINE": STOCK, "CONN_MAX_AGE": None},
+            settings=_unpooled(STOCK, None),
         ),
         Config(
             "native",
@@ -82,10 +104,7 @@ CONFIGS: dict[str, Config] = {
             "djdbcp",
             "django-db-connection-pool (SQLAlchemy QueuePool)",
             pooled=True,
-            settings=lambda size: {
-                "ENGINE": DJ_DB_CONN_POOL,
-                "POOL_OPTIONS": {"POOL_SIZE": size, "MAX_OVERFLOW": 0},
-            },
+            settings=_djdbcp(DJ_DB_CONN_POOL),
         ),
         Config(
             "selecto",
@@ -118,9 +137,49 @@ CONFIGS: dict[str, Config] = {
 }
 
 
+MYSQL_CONFIGS: dict[str, Config] = {
+    config.name: config
+    for config in (
+        Config(
+            "mysql-nopool",
+            "Django's MySQL backend, no pooling (CONN_MAX_AGE=0)",
+            pooled=False,
+            settings=_unpooled(MYSQL_STOCK, 0),
+            vendor="mysql",
+        ),
+        Config(
+            "mysql-persistent",
+            "Django's MySQL backend, persistent connections (CONN_MAX_AGE=None)",
+            pooled=False,
+            settings=_unpooled(MYSQL_STOCK, None),
+            vendor="mysql",
+        ),
+        Config(
+            "mysql-djdbcp",
+            "django-db-connection-pool's MySQL backend (SQLAlchemy QueuePool)",
+            pooled=True,
+            settings=_djdbcp(MYSQL_DJ_DB_CONN_POOL),
+            vendor="mysql",
+        ),
+        Config(
+            "mysql-selecto",
+            "selecto-pool's MySQL ENGINE (defaults)",
+            pooled=True,
+            settings=lambda size: _selecto(size, MYSQL_SELECTO),
+            apps=("selecto_pool",),
+            vendor="mysql",
+        ),
+    )
+}
+#: Every configuration by name, for the workers.
+ALL_CONFIGS = {**CONFIGS, **MYSQL_CONFIGS}
+
+
 def database(config: Config, base: Settings, app_name: str, size: int) -> Settings:
     """``base`` (from DATABASE_URL) configured as ``config`` for one run."""
     own = config.settings(size)
+    if config.vendor == "mysql":
+        return {**base, **own}
     options = {
         "application_name": app_name,
         "options": "-c TimeZone=UTC",

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from .configs import CONFIGS
+from .configs import ALL_CONFIGS
 from .workloads import WORKLOADS
 
 METRICS = (
@@ -22,6 +22,11 @@ METRICS = (
     "cache_hit_ratio",
 )
 BASELINES = ("native", "persistent")
+# What each baseline is on each server (a run has configurations of one).
+BASELINE_CONFIGS = {
+    "native": ("native",),
+    "persistent": ("persistent", "mysql-persistent"),
+}
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -72,7 +77,7 @@ def summarise(records: list[dict[str, Any]], reps: int) -> dict[str, Any]:
     for workload in WORKLOADS:
         rows: dict[str, Any] = {}
         mine = [r for r in records if r["workload"] == workload]
-        for config in CONFIGS:
+        for config in ALL_CONFIGS:
             runs = [r for r in mine if r["config"] == config]
             if not runs:
                 continue
@@ -83,7 +88,7 @@ def summarise(records: list[dict[str, Any]], reps: int) -> dict[str, Any]:
             row["failed_runs"] = sum("error" in r for r in runs)
             row["pool_size"] = runs[0]["pool_size"]
             for baseline in BASELINES:
-                base = [r for r in mine if r["config"] == baseline]
+                base = [r for r in mine if r["config"] in BASELINE_CONFIGS[baseline]]
                 for metric in ("throughput", "p50_ms"):
                     row[f"{metric}_x_{baseline}"] = spread(
                         paired_ratios(

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .configs import CONFIGS
-from .sampler import RunSampler, Trace, postmaster_of
-from .server import Target
+from .configs import ALL_CONFIGS
+from .sampler import MySQLRunSampler, RunSampler, Trace, postmaster_of
+from .server import DATABASE, Target
 from .workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def schedule(plan: Plan) -> Iterator[tuple[int, str, str]]:
         for workload in plan.workloads:
             shift = rep % len(plan.configs)
             for config in plan.configs[shift:] + plan.configs[:shift]:
-                if CONFIGS[config].runs_in(workload):
+                if ALL_CONFIGS[config].runs_in(workload):
                     yield rep, workload, config
 
 
@@ -70,11 +70,16 @@ class Runner:
         self.target = target
         self.code_dir = code_dir
         self.excluded: dict[str, str] = {}
-        self.postmaster = postmaster_of(target.admin_url)
+        self.postmaster = (
+            target.server_pid
+            if target.vendor == "mysql"
+            else postmaster_of(target.admin_url)
+        )
 
     def setup(self) -> None:
         """Create and fill the tables (with the stock backend)."""
-        spec = {"mode": "setup", "config": "nopool", "pool_size": 1}
+        stock = "mysql-nopool" if self.target.vendor == "mysql" else "nopool"
+        spec = {"mode": "setup", "config": stock, "pool_size": 1}
         result, error = self._spawn(spec, "setup", timeout=300)
         if result is None:
             raise RuntimeError(f"creating the benchmark data failed: {error}")
@@ -114,7 +119,7 @@ class Runner:
         wrapper: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         workload = WORKLOADS[workload_name]
-        config = CONFIGS[config_name]
+        config = ALL_CONFIGS[config_name]
         spec = {
             "mode": "run",
             "config": config_name,
@@ -171,7 +176,12 @@ class Runner:
             # is a server connection of the run too.
             names = [app_name, f"selecto_pool:ctl:{proc.pid}:default"]
             trace = Trace(proc.pid, self.postmaster)
-            with RunSampler(self.target.admin_url, names, trace) as sampler:
+            sampler = (
+                MySQLRunSampler(self.target.admin_url, DATABASE, trace)
+                if self.target.vendor == "mysql"
+                else RunSampler(self.target.admin_url, names, trace)
+            )
+            with sampler:
                 out, err = proc.communicate(timeout=timeout)
         finally:
             if proc.poll() is None:

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -156,9 +157,7 @@ class RunSampler:
     def __init__(
         self, url: str, application_names: list[str], trace: Trace | None = None
     ):
-        self._conn = psycopg.connect(
-            url, autocommit=True, application_name="selecto_bench:sampler"
-        )
+        self._conn = self._connect(url)
         self._names = application_names
         self.trace = trace
         self._stop = threading.Event()
@@ -166,6 +165,11 @@ class RunSampler:
         #: fall between two looks, so for them this is a lower bound.
         self.peak = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _connect(self, url: str) -> Any:
+        return psycopg.connect(
+            url, autocommit=True, application_name="selecto_bench:sampler"
+        )
 
     def __enter__(self) -> RunSampler:
         self._thread.start()
@@ -176,8 +180,13 @@ class RunSampler:
         self._thread.join()
         self._conn.close()
 
-    def _run(self) -> None:
+    def _count(self) -> int:
+        """The run's server connections now."""
         query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = ANY(%s)"
+        row = self._conn.execute(query, [self._names]).fetchone()
+        return int(row[0]) if row else 0
+
+    def _run(self) -> None:
         looks = 0
         while True:
             if self.trace is not None and looks % CPU_EVERY == 0:
@@ -187,8 +196,33 @@ class RunSampler:
                     self.trace.sample()
                 return
             try:
-                row = self._conn.execute(query, [self._names]).fetchone()
-            except psycopg.Error:
+                count = self._count()
+            except Exception:
                 return  # the run's result says what went wrong
-            self.peak = max(self.peak, int(row[0]) if row else 0)
+            self.peak = max(self.peak, count)
             looks += 1
+
+
+class MySQLRunSampler(RunSampler):
+    """The same on MariaDB: a run's connections are those on its database
+    (the sampler's own uses none)."""
+
+    def __init__(self, url: str, database: str, trace: Trace | None = None):
+        self._database = database
+        super().__init__(url, [], trace)
+
+    def _connect(self, url: str) -> Any:
+        from .server import mysql_connect
+
+        return mysql_connect(url)
+
+    def _count(self) -> int:
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(
+                "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = %s",
+                [self._database],
+            )
+            return int(cursor.fetchone()[0])
+        finally:
+            cursor.close()

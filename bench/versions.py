@@ -19,6 +19,7 @@ PACKAGES = (
     "psycopg-pool",
     "django-db-connection-pool",
     "SQLAlchemy",
+    "mysqlclient",
 )
 
 
@@ -39,7 +40,9 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def collect(root: Path, server_version: str, code_digest: str) -> dict[str, Any]:
+def collect(
+    root: Path, server_version: str, code_digest: str, server: str = "postgresql"
+) -> dict[str, Any]:
     packages = {}
     for name in PACKAGES:
         try:
@@ -51,7 +54,7 @@ def collect(root: Path, server_version: str, code_digest: str) -> dict[str, Any]
         "python": sys.version.split()[0],
         "packages": packages,
         "libpq": psycopg.pq.version(),
-        "postgresql": server_version,
+        server: server_version,
         "commit": _git(root, "rev-parse", "--short=12", "HEAD"),
         # The last commit that changed selecto_pool/ (HEAD may be a docs one).
         "selecto_pool_commit": _git(

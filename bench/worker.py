@@ -25,7 +25,7 @@ import django
 import environ
 from django.conf import settings
 
-from .configs import CONFIGS, DJ_DB_CONN_POOL, database
+from .configs import ALL_CONFIGS, DJ_DB_CONN_POOL, MYSQL_DJ_DB_CONN_POOL, database
 
 #: Requests each thread makes before the clock starts (see ``run``).
 PRIME = 5
@@ -51,12 +51,12 @@ def configure(configs: Sequence[str], app_name: str, pool_size: int) -> None:
     """
     base = environ.Env.db_url_config(os.environ["DATABASE_URL"])
     aliases = {
-        name: database(CONFIGS[name], base, app_name, pool_size) for name in configs
+        name: database(ALL_CONFIGS[name], base, app_name, pool_size) for name in configs
     }
     databases = {"default": aliases[configs[0]]}
     if len(configs) > 1:
         databases.update(aliases)
-    apps = dict.fromkeys(app for name in configs for app in CONFIGS[name].apps)
+    apps = dict.fromkeys(app for name in configs for app in ALL_CONFIGS[name].apps)
     settings.configure(
         DATABASES=databases,
         INSTALLED_APPS=[*apps, "testproject.library", "bench"],
@@ -180,7 +180,7 @@ def _sleep_until(when_ns: int) -> None:
 
 
 def _cache_counts(spec: dict[str, Any]) -> tuple[int, int] | None:
-    if not CONFIGS[spec["config"]].selecto:
+    if not ALL_CONFIGS[spec["config"]].selecto:
         return None
     import selecto_pool
 
@@ -213,7 +213,7 @@ def shut_down() -> None:
         if getattr(wrapper, "pool", None) is not None:
             wrapper.close_pool()
     engines = {database["ENGINE"] for database in settings.DATABASES.values()}
-    if DJ_DB_CONN_POOL in engines:
+    if engines & {DJ_DB_CONN_POOL, MYSQL_DJ_DB_CONN_POOL}:
         from dj_db_conn_pool.core import pool_container
 
         pool_container.dispose()

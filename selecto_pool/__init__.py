@@ -1,8 +1,9 @@
 """selecto-pool: a production-grade PostgreSQL connection pool for Django.
 
-Use it as a database backend (``ENGINE: "selecto_pool.backend"``) and, without
-the ORM, through the functions below, which share the ORM's pools; asyncio
-code uses their ``a``-prefixed counterparts on a pool of ``astart_pool()``.
+Use it as a database backend (``ENGINE: "selecto_pool.backend"``, or
+``"selecto_pool.backend.mysql"`` for MySQL and MariaDB) and, without the ORM,
+through the functions below, which share the ORM's pools; asyncio code uses
+their ``a``-prefixed counterparts on a pool of ``astart_pool()``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ._async_api import (
 )
 from ._config.options import PoolOptions
 from ._pool.async_pool import AsyncSelectoPool
+from ._pool.mysql import MySQLPool
 from ._pool.pool import SelectoPool
 from ._pool.stats import PoolStats
 from .errors import (
@@ -46,6 +48,7 @@ __all__ = [
     "AsyncSelectoPool",
     "CheckoutTimeout",
     "IncompatibleVersion",
+    "MySQLPool",
     "PoolClosed",
     "PoolError",
     "PoolOptions",

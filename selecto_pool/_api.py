@@ -2,7 +2,8 @@
 
 ``pool`` is either a pool returned by ``start_pool()`` or the name of a Django
 database alias, whose pool is the very one the ORM uses. Connections handed
-out are plain psycopg connections, in autocommit mode.
+out are plain psycopg connections, in autocommit mode (mysqlclient ones for
+MySQL pools: see ``_mysql_api``).
 
 Each function that does I/O raises Django's ``SynchronousOnlyOperation`` when
 called from a running event loop (it would block it): async code awaits the
@@ -15,18 +16,20 @@ import contextlib
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils.asyncio import async_unsafe
 
+from . import _mysql_api
 from ._config.conninfo import connect_arguments
 from ._config.options import build_options
 from ._conn import execution
 from ._conn.execution import Attempt
 from ._pool.async_pool import AsyncSelectoPool
+from ._pool.mysql import MySQLPool
 from ._pool.pool import Connection, SelectoPool
 from ._pool.stats import PoolStats
 from ._process import registry
@@ -34,7 +37,9 @@ from .errors import PoolStartError
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-PoolRef = SelectoPool | str
+AnyPool = SelectoPool | MySQLPool
+PoolRef = SelectoPool | MySQLPool | str
+ADAPTERS = ("postgresql", "mysql")
 _direct_pool_numbers = itertools.count(1)
 
 
@@ -68,17 +73,18 @@ class Result:
         return len(self.rows)
 
 
-def get_pool(alias: str = "default") -> SelectoPool:
+def get_pool(alias: str = "default") -> AnyPool:
     """The pool the ORM uses for ``alias`` (opened if it was not yet)."""
-    from .backend.base import DatabaseWrapper
+    from .backend import engines
 
     wrapper = connections[alias]
-    if not isinstance(wrapper, DatabaseWrapper):
+    if not engines.is_selecto(wrapper):
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}]['ENGINE'] is {wrapper.settings_dict['ENGINE']!r}, "
-            "not 'selecto_pool.backend': it has no selecto_pool pool."
+            "not 'selecto_pool.backend' or 'selecto_pool.backend.mysql': it has "
+            "no selecto_pool pool."
         )
-    pool = wrapper.pool
+    pool: AnyPool | None = cast(Any, wrapper).pool
     if pool is None:
         raise ImproperlyConfigured(
             f"DATABASES[{alias!r}] has pooling disabled (OPTIONS['pool'] is False)."
@@ -87,26 +93,57 @@ def get_pool(alias: str = "default") -> SelectoPool:
     return pool
 
 
+@overload
+def start_pool(
+    config: str | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    adapter: Literal["postgresql"] = "postgresql",
+    **options: Any,
+) -> SelectoPool: ...
+@overload
+def start_pool(
+    config: str | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    adapter: Literal["mysql"],
+    **options: Any,
+) -> MySQLPool: ...
 @_blocks("start_pool")
 def start_pool(
-    config: str | Mapping[str, Any], *, name: str | None = None, **options: Any
-) -> SelectoPool:
+    config: str | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    adapter: str = "postgresql",
+    **options: Any,
+) -> AnyPool:
     """Start a pool of its own, checked with one connection before it returns.
 
     ``config`` is a libpq connection string or URL, or a mapping of psycopg
     ``connect()`` arguments; ``options`` are pool options (``pool_size=...``).
     What ``config`` says wins over the pool's defaults (``connect_timeout``
     from ``connection_timeout``, TCP keepalives). Raises ``PoolStartError``
-    with the server's reason if it cannot connect.
+    with the server's reason if it cannot connect. ``adapter="mysql"``: a
+    MySQL or MariaDB pool, ``config`` a ``mysql://`` URL or a mapping of
+    mysqlclient ``connect()`` arguments.
     """
-    pool_options = build_options(**options)
+    if adapter not in ADAPTERS:
+        raise ImproperlyConfigured(
+            f"start_pool() adapter = {adapter!r} is invalid: expected "
+            f"{' or '.join(repr(known) for known in ADAPTERS)}."
+        )
     name = pool_name(name)
+    if adapter == "mysql":
+        return _mysql_api.start_pool(config, name, **options)
+    pool_options = build_options(**options)
     kwargs = {
         "connect_timeout": pool_options.connection_timeout,
         **connect_arguments(config, name),
         "autocommit": True,
     }
-    pool = SelectoPool(name=name, options=pool_options, kwargs=kwargs)
+    pool = SelectoPool(
+        name=name, options=pool_options, kwargs=kwargs, check=pool_options.check
+    )
     _probe(pool.connection_class, kwargs, name)
     pool.open()
     registry.track(pool)
@@ -124,26 +161,36 @@ def stop_pool(pool: PoolRef, timeout: float = 5.0) -> None:
     pool.stop(timeout)
 
 
+@overload
+def checkout(pool: SelectoPool, timeout: float | None = None) -> Connection: ...
+@overload
+def checkout(pool: MySQLPool | str, timeout: float | None = None) -> Any: ...
 @_blocks("checkout")
-def checkout(pool: PoolRef, timeout: float | None = None) -> Connection:
+def checkout(pool: PoolRef, timeout: float | None = None) -> Any:
     """Take a connection; give it back with ``checkin()``, in a ``finally``."""
     return _resolve(pool).getconn(timeout)
 
 
 @_blocks("checkin")
-def checkin(pool: PoolRef, conn: Connection) -> None:
+def checkin(pool: PoolRef, conn: Any) -> None:
     """Give back a connection (an open transaction is rolled back)."""
     _resolve(pool).putconn(conn)
 
 
 @overload
 def with_connection(
-    pool: PoolRef, fn: None = None
+    pool: SelectoPool, fn: None = None
 ) -> contextlib.AbstractContextManager[Connection]: ...
 @overload
-def with_connection(pool: PoolRef, fn: Callable[[Connection], T]) -> T: ...
+def with_connection(pool: SelectoPool, fn: Callable[[Connection], T]) -> T: ...
+@overload
+def with_connection(
+    pool: MySQLPool | str, fn: None = None
+) -> contextlib.AbstractContextManager[Any]: ...
+@overload
+def with_connection(pool: MySQLPool | str, fn: Callable[[Any], T]) -> T: ...
 @_blocks("with_connection")
-def with_connection(pool: PoolRef, fn: Callable[[Connection], T] | None = None) -> Any:
+def with_connection(pool: PoolRef, fn: Callable[[Any], T] | None = None) -> Any:
     """Run ``fn(conn)`` on a borrowed connection; without ``fn``, a context manager.
 
     Nothing is committed for you: use ``transaction()`` for that.
@@ -156,12 +203,18 @@ def with_connection(pool: PoolRef, fn: Callable[[Connection], T] | None = None) 
 
 @overload
 def transaction(
-    pool: PoolRef, fn: None = None
+    pool: SelectoPool, fn: None = None
 ) -> contextlib.AbstractContextManager[Connection]: ...
 @overload
-def transaction(pool: PoolRef, fn: Callable[[Connection], T]) -> T: ...
+def transaction(pool: SelectoPool, fn: Callable[[Connection], T]) -> T: ...
+@overload
+def transaction(
+    pool: MySQLPool | str, fn: None = None
+) -> contextlib.AbstractContextManager[Any]: ...
+@overload
+def transaction(pool: MySQLPool | str, fn: Callable[[Any], T]) -> T: ...
 @_blocks("transaction")
-def transaction(pool: PoolRef, fn: Callable[[Connection], T] | None = None) -> Any:
+def transaction(pool: PoolRef, fn: Callable[[Any], T] | None = None) -> Any:
     """Run ``fn(conn)`` in a transaction: committed, or rolled back and re-raised."""
     if fn is None:
         return _in_transaction(_resolve(pool))
@@ -183,9 +236,20 @@ def execute(
     server-side and prepared once hot in this process, runs the stock way
     (bound client-side) when the server can't type it or it can't be
     prepared, and recovers from a schema change. ``prepare`` forces or
-    forbids preparing, as psycopg's argument does.
+    forbids preparing, as psycopg's argument does. On MySQL parameters are
+    bound on the client, and ``prepare=True`` is refused.
     """
-    with _borrowed(_resolve(pool)) as conn, psycopg.Cursor(conn) as cursor:
+    resolved = _resolve(pool)
+    if isinstance(resolved, MySQLPool):
+        if prepare:
+            raise ValueError(
+                "execute(prepare=True) on a MySQL pool: mysqlclient binds "
+                "parameters on the client, MySQL connections prepare nothing"
+            )
+        with _borrowed(resolved) as conn:
+            rows, columns, rowcount = _mysql_api.run(conn, sql, params)
+        return Result(rows=rows, columns=columns, rowcount=rowcount, status=None)
+    with _borrowed(resolved) as conn, psycopg.Cursor(conn) as cursor:
         if not binds_server_side(sql, params):
             cursor.execute(
                 inlined(psycopg.ClientCursor(conn), sql, params), prepare=False
@@ -244,7 +308,7 @@ def clear_cache(pool: PoolRef) -> None:
 
 
 @contextlib.contextmanager
-def _borrowed(pool: SelectoPool) -> Iterator[Connection]:
+def _borrowed(pool: AnyPool) -> Iterator[Any]:
     conn = pool.getconn()
     try:
         yield conn
@@ -253,13 +317,19 @@ def _borrowed(pool: SelectoPool) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
-def _in_transaction(pool: SelectoPool) -> Iterator[Connection]:
-    with _borrowed(pool) as conn, conn.transaction():
-        yield conn
+def _in_transaction(pool: AnyPool) -> Iterator[Any]:
+    with _borrowed(pool) as conn:
+        block = (
+            _mysql_api.transaction(conn)
+            if isinstance(pool, MySQLPool)
+            else conn.transaction()
+        )
+        with block:
+            yield conn
 
 
-def _resolve(pool: PoolRef) -> SelectoPool:
-    if isinstance(pool, SelectoPool):
+def _resolve(pool: PoolRef) -> AnyPool:
+    if isinstance(pool, (SelectoPool, MySQLPool)):
         return pool
     if isinstance(pool, str):
         return get_pool(pool)

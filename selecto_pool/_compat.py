@@ -92,6 +92,21 @@ def expires_at(conn: AnyConnection) -> float:
         ) from None
 
 
+def take_ready(pool: Any) -> Any:
+    """An idle connection of ``pool``, taken now, or None.
+
+    psycopg_pool's ``getconn()`` queues the caller when no connection is idle
+    and grows the pool for it; ``/health/db`` must do neither (it would queue
+    ahead of the application and open connections that linger for
+    ``max_idle``). Its own critical section, without the queueing.
+    """
+    with pool._lock:
+        conn = pool._get_ready_connection(None)
+    if conn is not None:
+        conn._pool = pool  # as getconn() marks a connection checked out
+    return conn
+
+
 #: The task psycopg_pool schedules to retry a failed connection attempt with
 #: a backoff; the pool hands it to its reconnect probe instead. The async
 #: pool's is a class of its own (its ``run()`` is a coroutine).
@@ -128,6 +143,16 @@ def non_atomic_for_every_database(view: Callable[..., Any]) -> None:
     view._non_atomic_requests = _EveryAlias()  # type: ignore[attr-defined]
 
 
+def mysql_native_connection(conn: Any) -> Any:
+    """The ``MYSQL*`` of a mysqlclient connection, in a capsule.
+
+    mysqlclient offers no public way to it (nor to the server's transaction
+    status, which MariaDB's client library reads from it without a round
+    trip: see _conn.mysql_status).
+    """
+    return conn._get_native_connection()
+
+
 _passed: set[str] = set()
 _check_lock = threading.Lock()
 
@@ -150,6 +175,7 @@ def _psycopg_problems() -> list[str]:
     for owner, name in (
         (psycopg_pool.ConnectionPool, "schedule_task"),
         (psycopg_pool.ConnectionPool, "run_task"),
+        (psycopg_pool.ConnectionPool, "_get_ready_connection"),
         (AddConnection, "run"),
         (psycopg_pool.AsyncConnectionPool, "schedule_task"),
         (psycopg_pool.AsyncConnectionPool, "run_task"),
@@ -175,8 +201,9 @@ def _django_problems() -> list[str]:
             (BaseDatabaseCreation, "_clone_test_db"),
             (BaseDatabaseCreation, "_destroy_test_db"),
             (postgresql_base.DatabaseWrapper, "pool"),
-            (postgresql_base.DatabaseWrapper, "close_pool"),
             (postgresql_base.DatabaseWrapper, "_configure_connection"),
+            (postgresql_base.DatabaseWrapper, "_configure_role"),
+            (postgresql_base.DatabaseWrapper, "close_pool"),
             (postgresql_base, "CursorMixin"),
         )
         if not _has(owner, name)
@@ -193,17 +220,41 @@ def _has(owner: Any, name: str) -> bool:
     return hasattr(owner, name)
 
 
-_CHECKS = {"psycopg": _psycopg_problems, "django": _django_problems}
+def _mysql_problems() -> list[str]:
+    """What mysqlclient and Django's MySQL backend lack of what is used here."""
+    import django
+    import MySQLdb
+    import MySQLdb.connections  # not imported by MySQLdb itself
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    problems = []
+    if not _has(MySQLdb.connections.Connection, "_get_native_connection"):
+        problems.append(
+            f"mysqlclient {getattr(MySQLdb, '__version__', '?')}: "
+            "Connection._get_native_connection"
+        )
+    if not _has(BaseDatabaseWrapper, "_close"):
+        problems.append(f"Django {django.__version__}: BaseDatabaseWrapper._close")
+    return problems
 
 
-def check(*, django: bool = False) -> None:
+_CHECKS = {
+    "psycopg": _psycopg_problems,
+    "django": _django_problems,
+    "mysql": _mysql_problems,
+}
+
+
+def check(*, django: bool = False, mysql: bool = False) -> None:
     """Fail loudly if an installed library lacks a private name used here.
 
     Each part runs once per process: psycopg's and psycopg_pool's when the
     first pool opens, Django's (``django=True``) when the backend builds its
-    first pool; never at import.
+    first pool, mysqlclient's (``mysql=True``) when the first MySQL pool
+    opens; never at import.
     """
-    for part in ("psycopg", "django") if django else ("psycopg",):
+    parts = ("mysql",) if mysql else ("psycopg", "django") if django else ("psycopg",)
+    for part in parts:
         if part in _passed:
             continue
         with _check_lock:

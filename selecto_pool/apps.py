@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 from django.apps import AppConfig
 
 
@@ -19,3 +22,9 @@ class SelectoPoolConfig(AppConfig):
         post_migrate.connect(
             invalidate_statement_caches, dispatch_uid="selecto_pool.invalidate"
         )
+        # A Celery worker has imported celery before it starts Django; other
+        # processes pay nothing for this.
+        if "celery" in sys.modules:
+            from ._process import celery_boundary
+
+            celery_boundary.connect(importlib.import_module("celery.signals"))

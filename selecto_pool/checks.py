@@ -1,7 +1,8 @@
 """System checks (``manage.py check``), with stable ids.
 
 ======================  ==========================================================
-selecto_pool.E001       invalid pool options of a database alias
+selecto_pool.E001       invalid pool options of a database alias, or an
+                        ``OPTIONS`` key that nothing reads (a typo)
 selecto_pool.E002       ``CONN_MAX_AGE`` set on a pooled alias
 selecto_pool.E003       invalid ``SELECTO_POOL_HEALTH`` setting
 selecto_pool.E004       ``SELECTO_POOL_HEALTH["database"]`` is not a pooled alias
@@ -10,6 +11,7 @@ selecto_pool.W001       pools may need more connections than the server allows
                         (``check --database ALIAS``: asks the server)
 selecto_pool.W002       ``CONN_HEALTH_CHECKS`` costs a round trip per checkout
 selecto_pool.W003       ``prepare_threshold`` set behind a transaction-mode PgBouncer
+selecto_pool.W004       a Django native-pool key that has no effect with selecto_pool
 ======================  ==========================================================
 """
 
@@ -22,18 +24,32 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
+from ._config.flat_keys import check_flat_keys
 from ._config.health import health_settings
+from ._config.mysql import resolve_mysql_options
 from ._config.options import MAX_CONNECTIONS, PoolOptions, resolve_options
 
 ENGINE = "selecto_pool.backend"
+MYSQL_ENGINE = "selecto_pool.backend.mysql"
+#: The ENGINEs built on selecto_pool.backend, each with its pool options.
+ENGINES = (ENGINE, "selecto_pool.backend.prometheus", MYSQL_ENGINE)
 
 
 def _pooled_settings() -> dict[str, dict[str, Any]]:
     return {
         alias: settings_dict
         for alias, settings_dict in settings.DATABASES.items()
-        if settings_dict.get("ENGINE") == ENGINE
+        if settings_dict.get("ENGINE") in ENGINES
     }
+
+
+def _resolve(alias: str, settings_dict: dict[str, Any]) -> PoolOptions:
+    resolve = (
+        resolve_mysql_options
+        if settings_dict.get("ENGINE") == MYSQL_ENGINE
+        else resolve_options
+    )
+    return resolve(alias, settings_dict, getattr(settings, "SELECTO_POOL", None))
 
 
 @register()
@@ -47,13 +63,21 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
 
 def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessage]:
     try:
-        options = resolve_options(
-            alias, settings_dict, getattr(settings, "SELECTO_POOL", None)
-        )
+        options = _resolve(alias, settings_dict)
+        if settings_dict.get("ENGINE") != MYSQL_ENGINE:
+            check_flat_keys(alias, settings_dict)  # libpq's keys
     except ImproperlyConfigured as exc:
         check_id = "E002" if "CONN_MAX_AGE" in str(exc) else "E001"
         return [Error(str(exc), id=f"selecto_pool.{check_id}")]
-    warnings: list[CheckMessage] = []
+    warnings: list[CheckMessage] = [
+        Warning(
+            f"{place} has no effect with selecto_pool: {why}.",
+            hint="Remove it; it is accepted so that settings written for "
+            "Django's native pool still load.",
+            id="selecto_pool.W004",
+        )
+        for place, why in options.ignored
+    ]
     if options.pgbouncer == "transaction" and "prepare_threshold" in options.explicit:
         warnings.append(
             Warning(
@@ -66,7 +90,8 @@ def _option_errors(alias: str, settings_dict: dict[str, Any]) -> list[CheckMessa
                 id="selecto_pool.W003",
             )
         )
-    if options.enabled and settings_dict.get("CONN_HEALTH_CHECKS"):
+    health_checks = settings_dict.get("CONN_HEALTH_CHECKS")
+    if options.enabled and health_checks and "check" not in options.explicit:
         warnings.append(
             Warning(
                 f"DATABASES[{alias!r}]['CONN_HEALTH_CHECKS'] adds a round trip to "
@@ -89,7 +114,8 @@ def _health_errors() -> list[CheckMessage]:
         return [
             Error(
                 f"SELECTO_POOL_HEALTH['database'] = {config.database!r} is not a "
-                f"database alias using {ENGINE!r} with pooling on.",
+                f"database alias using {ENGINE!r} or {MYSQL_ENGINE!r} with "
+                "pooling on.",
                 id="selecto_pool.E004",
             )
         ]
@@ -101,8 +127,7 @@ def _is_pooled(alias: str) -> bool:
     if settings_dict is None:
         return False
     try:
-        project_defaults = getattr(settings, "SELECTO_POOL", None)
-        return resolve_options(alias, settings_dict, project_defaults).enabled
+        return _resolve(alias, settings_dict).enabled
     except ImproperlyConfigured:
         return True  # reported as E001/E002 already
 
@@ -162,8 +187,12 @@ def check_server_capacity(
 
 
 def _server_limit(alias: str) -> int:
-    """``max_connections`` less the reserved slots (PostgreSQL 16 added some)."""
+    """``max_connections`` less the reserved slots (PostgreSQL 16 added some);
+    MySQL's ``max_connections`` (its extra one is for administrators)."""
     with connections[alias].cursor() as cursor:
+        if connections[alias].vendor == "mysql":
+            cursor.execute("SELECT @@max_connections")
+            return int(cursor.fetchone()[0])
         cursor.execute(
             "SELECT current_setting('max_connections')::int"
             " - current_setting('superuser_reserved_connections')::int"

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import psycopg_pool
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signing import BadSignature
 from django.db.utils import OperationalError
 
 __all__ = [
     "CheckoutTimeout",
+    "ControlMessageRejected",
     "IncompatibleVersion",
     "PoolClosed",
     "PoolError",
     "PoolStartError",
+    "ProbeTimeout",
 ]
 
 
@@ -40,3 +43,11 @@ class PoolStartError(PoolError):
 
 class IncompatibleVersion(ImproperlyConfigured):
     """An installed psycopg, psycopg_pool or Django lacks a name selecto_pool uses."""
+
+
+class ProbeTimeout(PoolError):
+    """``/health/db``'s ``SELECT 1`` got no answer within ``probe_timeout``."""
+
+
+class ControlMessageRejected(BadSignature):
+    """A control-channel message that is not signed, fresh and well-formed."""

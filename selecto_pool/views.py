@@ -1,55 +1,65 @@
 """``/health/db``: is the database reachable through the pool, right now?
 
-Public callers (load balancers) get the status only; staff users and callers
-with the configured bearer token also get the probe latency and the pool's
-stats, or OpenMetrics text with ``?format=openmetrics``.
+Public callers (load balancers) get the status only; callers with the
+configured bearer token, and staff users while the database answers, also
+get the probe latency and the pool's stats, or OpenMetrics text with
+``?format=openmetrics``. A bearer token that
+doesn't match gets 401. The probe itself (``_ops.probe``) answers within
+``probe_timeout`` and never takes a connection the application could use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import socket
-import time
 from typing import Any
 
-import psycopg
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 
-from ._api import get_pool
 from ._compat import non_atomic_for_every_database
 from ._config.health import HealthSettings, health_settings
 from ._ops import metrics
-from ._process import registry
+from ._ops.probe import probe_alias
+from ._process import control, registry
+
+PUBLIC, DETAILS, DENIED = "public", "details", "denied"
 
 
 @never_cache
 def health(request: HttpRequest) -> HttpResponse:
     config = health_settings()
-    status, probe_ms, error = _probe(config)
-    details = _may_see_details(request, config)
-    if request.GET.get("format") == "openmetrics":
-        if not details:
-            return HttpResponse("details need a token or a staff user\n", status=403)
-        stats = {alias: pool.stats() for alias, pool in registry.all_pools().items()}
-        body = metrics.render(stats, {config.database: status == "ok"})
-        return HttpResponse(body, content_type=metrics.CONTENT_TYPE)
-
-    payload: dict[str, Any] = {"status": status}
-    if details:
+    access = _token_access(request, config)
+    if access == DENIED:
+        response = JsonResponse({"error": "invalid_token"}, status=401)
+        response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response
+    result = probe_alias(config.database, config)
+    if access == PUBLIC and result.status == "ok" and _is_staff(request):
+        access = DETAILS
+    wants_metrics = request.GET.get("format") == "openmetrics"
+    if wants_metrics and access != DETAILS:
+        return HttpResponse("details need a token or a staff user\n", status=403)
+    if wants_metrics:
+        families = metrics.current(up={config.database: result.status == "ok"})
+        return HttpResponse(metrics.render(families), content_type=metrics.CONTENT_TYPE)
+    payload: dict[str, Any] = {"status": result.status}
+    if access == DETAILS:
         pool = registry.get(config.database)
         payload.update(
             database=config.database,
-            probe_ms=probe_ms,
-            error=error,
+            probe_ms=result.probe_ms,
+            error=result.error,
             host=socket.gethostname(),
             pid=os.getpid(),
             pool=pool.stats().as_dict() if pool else None,
+            control=control.counters().get(config.database),
         )
-    response = JsonResponse(payload, status=200 if status == "ok" else 503)
-    if status != "ok":
+    response = JsonResponse(payload, status=200 if result.status == "ok" else 503)
+    if result.status != "ok":
         response["Retry-After"] = str(config.retry_after)
     return response
 
@@ -57,36 +67,46 @@ def health(request: HttpRequest) -> HttpResponse:
 non_atomic_for_every_database(health)
 
 
-def _probe(config: HealthSettings) -> tuple[str, float | None, str | None]:
-    """("ok" | "saturated" | "unavailable", latency in ms, error class name)."""
+def _is_staff(request: HttpRequest) -> bool:
+    """Whether a staff user is logged in: asked only once the probe succeeded.
+
+    With Django's session and auth middleware, ``request.user`` reads the
+    session and the user from the database, through the pool: before the
+    probe, any request with a session cookie would wait for a database that
+    is down or stalled, past ``probe_timeout``. A failure means "not staff".
+    """
     try:
-        pool = get_pool(config.database)
-    except DatabaseError as exc:
-        return "unavailable", None, type(exc).__name__
-    stats = pool.stats()
-    all_busy = stats.in_use >= stats.pool_size + stats.max_overflow
-    if stats.waiting >= config.max_waiting or (
-        all_busy and stats.checkout_wait_p99_ms > config.max_wait_ms
+        user = getattr(request, "user", None)
+        return bool(user is not None and getattr(user, "is_staff", False))
+    except DatabaseError:
+        return False
+
+
+def _token_access(request: HttpRequest, config: HealthSettings) -> str:
+    """DETAILS for the right bearer token, DENIED for a wrong one, else PUBLIC."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":  # RFC 7235: schemes are case-insensitive
+        return PUBLIC
+    if config.token and hmac.compare_digest(
+        _digest(_raw(credentials.strip())),
+        _digest(config.token.encode("utf-8", "surrogatepass")),
     ):
-        # Don't queue behind the clients the pool can't serve already.
-        return "saturated", None, None
-    started = time.monotonic()
+        return DETAILS
+    return DENIED
+
+
+def _digest(token: bytes) -> bytes:
+    # Equal lengths: compare_digest's timing then says nothing of the length.
+    return hashlib.sha256(token).digest()
+
+
+def _raw(header_value: str) -> bytes:
+    """The bytes a client sent (compare_digest refuses non-ASCII str).
+
+    WSGI and ASGI hand header values over decoded as latin-1; Django's test
+    client may pass any text.
+    """
     try:
-        conn = pool.getconn(timeout=config.probe_timeout)
-        try:
-            conn.execute("SELECT 1")
-        finally:
-            pool.putconn(conn)
-    except (DatabaseError, psycopg.Error) as exc:
-        return "unavailable", None, type(exc).__name__
-    return "ok", round((time.monotonic() - started) * 1000.0, 3), None
-
-
-def _may_see_details(request: HttpRequest, config: HealthSettings) -> bool:
-    user = getattr(request, "user", None)
-    if user is not None and getattr(user, "is_staff", False):
-        return True
-    header = request.headers.get("Authorization", "")
-    if config.token and header.startswith("Bearer "):
-        return hmac.compare_digest(header[len("Bearer ") :], config.token)
-    return False
+        return header_value.encode("latin-1")
+    except UnicodeEncodeError:
+        return header_value.encode("utf-8", "surrogatepass")

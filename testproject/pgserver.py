@@ -10,10 +10,15 @@ password never leaks.
 Usable as a library (``LocalPostgres``) and as a command::
 
     python -m testproject.pgserver run -- python manage.py runserver
+
+With ``--data DIR`` the cluster is kept in DIR across runs, and ``DIR/run.json``
+says which run serves it (see ``runstate``), so that a second shell finds the
+database and a second run on DIR is refused.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
@@ -28,10 +33,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
+
+from testproject import runstate
 
 SERVICE_USER = "selecto_pg"
-SUPERUSER = "postgres"
+SUPERUSER = runstate.SUPERUSER
 FAST_SETTINGS = (
     "fsync=off",
     "synchronous_commit=off",
@@ -112,10 +118,7 @@ class LocalPostgres:
         return self.url_for("postgres")
 
     def url_for(self, dbname: str, port: int | None = None) -> str:
-        return (
-            f"postgres://{SUPERUSER}:{quote(self.password, safe='')}"
-            f"@127.0.0.1:{port or self.port}/{dbname}"
-        )
+        return runstate.database_url(self.password, port or self.port, dbname)
 
     def conninfo(self, dbname: str = "postgres") -> dict[str, object]:
         return {
@@ -169,13 +172,15 @@ class LocalPostgres:
 
     # -- internals ------------------------------------------------------
     def _load_or_create_password(self) -> str:
-        secret_file = self.base_dir / "superuser.password"
+        secret_file = self.base_dir / runstate.PASSWORD_FILE
         if secret_file.exists():
             return secret_file.read_text().strip()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         password = secrets.token_urlsafe(18)
-        secret_file.write_text(password)
-        secret_file.chmod(0o600)
+        # Created 0600: never readable by others, whatever the umask.
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as secret:
+            secret.write(password)
         return password
 
     def _initdb(self) -> None:
@@ -247,29 +252,72 @@ def wait_until_accepting(server: LocalPostgres, timeout: float = 30.0) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``run [--data DIR] -- CMD...``: start a server, run CMD with DATABASE_URL."""
+    """``run [--data DIR] [--serves URL] -- CMD...``: run CMD with DATABASE_URL."""
     if not argv or argv[0] != "run" or "--" not in argv:
         print(__doc__, file=sys.stderr)
         return 2
     split = argv.index("--")
-    options, command = argv[1:split], argv[split + 1 :]
-    data_dir = (
-        Path(options[options.index("--data") + 1]) if "--data" in options else None
-    )
-    server = LocalPostgres(data_dir=data_dir.resolve() if data_dir else None)
+    parser = argparse.ArgumentParser(prog="python -m testproject.pgserver run")
+    parser.add_argument("--data", type=Path, help="keep the cluster in DATA")
+    parser.add_argument("--serves", help="what CMD serves (shown to a second run)")
+    options, command = parser.parse_args(argv[1:split]), argv[split + 1 :]
+    server = LocalPostgres(data_dir=options.data.resolve() if options.data else None)
+    if not _claim(server):
+        return 1
     # A service manager's SIGTERM must stop PostgreSQL too, not orphan it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    server.start()
+    # Before the start: a second run must see this one from now on.
+    runstate.write(server.base_dir, server.port, options.serves)
+    started = False
     try:
+        try:
+            server.start()
+        except RuntimeError:
+            print(
+                f"pgserver: PostgreSQL did not start in {server.base_dir} "
+                f"(its log: {server.log_file})",
+                file=sys.stderr,
+            )
+            return 1
+        started = True
         env = {**os.environ, "DATABASE_URL": server.url}
         return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 130
     finally:
-        if data_dir:
-            server.stop()
-        else:
+        if not options.data:
             server.destroy()
+        elif started:  # not a server some other process started meanwhile
+            server.stop()
+        runstate.remove(server.base_dir)
+
+
+def _claim(server: LocalPostgres) -> bool:
+    """Whether this run may start ``server``; says why not, in one line."""
+    run = runstate.recorded(server.base_dir)
+    if run is not None and runstate.alive(run.pid):
+        print(
+            f"pgserver: {server.base_dir} is already served by a run {run.describe()}",
+            file=sys.stderr,
+        )
+        return False
+    if runstate.server_pid(server.base_dir) is None:
+        return True
+    if run is None:
+        print(
+            f"pgserver: a PostgreSQL server that no run started is running in "
+            f"{server.base_dir}: stop it first (pg_ctl -D {server.data_dir} stop)",
+            file=sys.stderr,
+        )
+        return False
+    # Its run was killed before it could stop it: nobody else uses it.
+    print(
+        f"pgserver: stopping the PostgreSQL server that an earlier run (pid "
+        f"{run.pid}) left running in {server.base_dir}",
+        file=sys.stderr,
+    )
+    server.stop()
+    return True
 
 
 if __name__ == "__main__":

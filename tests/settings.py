@@ -39,6 +39,28 @@ DATABASES = {
             "prepare_threshold": 2,
         },
     ),
+    # One connection, which tests check out to saturate the pool; a checkout
+    # waits up to 3 s (as django-health-check's stock check does then).
+    "single": _alias(
+        "selecto-single",
+        {"pool_size": 1, "max_overflow": 0, "checkout_timeout": 3, "control": False},
+    ),
+    # selecto_pool.backend.prometheus, and django-prometheus's own backend
+    # (whose counts it must match), on the default alias's test database.
+    "prometheus": {
+        **_alias(
+            "selecto-prometheus",
+            {"pool_size": 1, "max_overflow": 0, "prepare_threshold": 2},
+        ),
+        "ENGINE": "selecto_pool.backend.prometheus",
+        "TEST": {"MIRROR": "default"},
+    },
+    "stock_prometheus": {
+        **_alias("stock-prometheus", False),
+        "ENGINE": "django_prometheus.db.backends.postgresql",
+        "OPTIONS": {"application_name": "stock-prometheus"},
+        "TEST": {"MIRROR": "default"},
+    },
     # Its own server, which tests stop and start; never a test database.
     "spare": {
         **environ.Env.db_url_config(spare_server().url),
@@ -55,6 +77,11 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "selecto_pool",
     "testproject.library",
+    # The packages selecto_pool.contrib.health_check and
+    # selecto_pool.backend.prometheus are tested with (their URLs are in
+    # tests.support.ecosystem_urls).
+    "health_check",
+    "django_prometheus",
 ]
 ROOT_URLCONF = "testproject.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -39,24 +39,14 @@ from selecto_pool.backend.base import DatabaseWrapper
 from selecto_pool.backend.cursor import SelectoCursor
 from selecto_pool.errors import IncompatibleVersion
 
+from .support.database import conninfo_of
+
 # -- helpers ----------------------------------------------------------------
-
-
-def _conninfo() -> dict[str, Any]:
-    """psycopg arguments for the suite's test database, outside every pool."""
-    settings_dict = connections["default"].settings_dict
-    return {
-        "dbname": settings_dict["NAME"],
-        "user": settings_dict["USER"],
-        "password": settings_dict["PASSWORD"],
-        "host": settings_dict["HOST"],
-        "port": settings_dict["PORT"],
-    }
 
 
 @pytest.fixture
 def conn(django_db_setup: None) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(**_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(**conninfo_of("default"), autocommit=True) as conn:
         yield conn
 
 
@@ -64,7 +54,7 @@ def conn(django_db_setup: None) -> Iterator[psycopg.Connection[Any]]:
 def _maintenance_connection() -> Iterator[psycopg.Connection[Any]]:
     """A connection to the server's ``postgres`` database, not the test one."""
     with psycopg.connect(
-        **{**_conninfo(), "dbname": "postgres"}, autocommit=True
+        **{**conninfo_of("default"), "dbname": "postgres"}, autocommit=True
     ) as conn:
         yield conn
 
@@ -201,7 +191,11 @@ def test_rowcount_slot_is_what_rowcount_returns(conn: psycopg.Connection[Any]) -
 def plain_pool(django_db_setup: None) -> Iterator[psycopg_pool.ConnectionPool[Any]]:
     """psycopg_pool's own pool, as the package subclasses it."""
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
-        kwargs=_conninfo(), min_size=1, max_size=1, max_lifetime=60, open=False
+        kwargs=conninfo_of("default"),
+        min_size=1,
+        max_size=1,
+        max_lifetime=60,
+        open=False,
     )
     yield pool
     pool.close()
@@ -216,6 +210,21 @@ def test_pool_of_is_the_pool_while_checked_out_and_none_when_idle(
     assert _compat.pool_of(pooled) is plain_pool
     plain_pool.putconn(pooled)
     assert _compat.pool_of(pooled) is None
+
+
+def test_take_ready_takes_an_idle_connection_and_never_waits_or_grows(
+    plain_pool: psycopg_pool.ConnectionPool[Any],
+) -> None:
+    plain_pool.open(wait=True)
+    taken = _compat.take_ready(plain_pool)
+    assert taken is not None and _compat.pool_of(taken) is plain_pool
+    assert plain_pool.get_stats()["pool_available"] == 0
+    # None idle: None at once, nobody queued, no connection opened.
+    assert _compat.take_ready(plain_pool) is None
+    stats = plain_pool.get_stats()
+    assert stats["pool_size"] == 1 and stats.get("requests_waiting", 0) == 0
+    plain_pool.putconn(taken)
+    assert plain_pool.get_stats()["pool_available"] == 1
 
 
 def test_expire_at_is_the_max_lifetime_deadline_psycopg_pool_enforces(
@@ -484,6 +493,7 @@ _CHECKED = [
     (_PSYCOPG, psycopg.Cursor, "_rowcount"),
     (_POOL, psycopg_pool.ConnectionPool, "schedule_task"),
     (_POOL, psycopg_pool.ConnectionPool, "run_task"),
+    (_POOL, psycopg_pool.ConnectionPool, "_get_ready_connection"),
     (_POOL, _compat.AddConnection, "run"),
     (_POOL, psycopg_pool.AsyncConnectionPool, "schedule_task"),
     (_POOL, psycopg_pool.AsyncConnectionPool, "run_task"),
@@ -494,6 +504,7 @@ _CHECKED = [
     (_DJANGO, postgresql_base.DatabaseWrapper, "pool"),
     (_DJANGO, postgresql_base.DatabaseWrapper, "close_pool"),
     (_DJANGO, postgresql_base.DatabaseWrapper, "_configure_connection"),
+    (_DJANGO, postgresql_base.DatabaseWrapper, "_configure_role"),
 ]
 
 
@@ -563,7 +574,7 @@ def test_a_pool_does_not_open_with_an_incompatible_psycopg(
 ) -> None:
     monkeypatch.delattr(_compat.PrepareManager, "validate")
     with pytest.raises(IncompatibleVersion, match=f"{_PSYCOPG}: .*validate"):
-        sp.start_pool(_conninfo(), pool_size=1)
+        sp.start_pool(conninfo_of("default"), pool_size=1)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -585,7 +596,7 @@ def test_the_orm_does_not_build_a_pool_with_an_incompatible_django(
 def test_clear_cache_deallocates_idle_connections_without_counting_checkouts(
     django_db_setup: None,
 ) -> None:
-    pool = sp.start_pool(_conninfo(), pool_size=2, max_overflow=0)
+    pool = sp.start_pool(conninfo_of("default"), pool_size=2, max_overflow=0)
     try:
         held = [sp.checkout(pool), sp.checkout(pool)]
         for conn in held:

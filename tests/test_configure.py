@@ -105,11 +105,15 @@ def test_pool_false_disables_pooling(flag: Any) -> None:
         ("checkout_timeout", 0, "a number of seconds > 0"),
         ("checkout_timeout", "soon", "a number of seconds > 0"),
         ("checkout_timeout", float("inf"), "a number of seconds > 0"),
-        ("max_lifetime", -1, "a number of seconds > 0"),
-        ("max_idle", 0, "a number of seconds > 0"),
+        ("max_lifetime", -1, "a number of seconds >= 0.1"),
+        # Shorter periods reconnect or sweep in a busy loop.
+        ("max_lifetime", 1e-300, "a number of seconds >= 0.1"),
+        ("max_idle", 0, "a number of seconds >= 0.1"),
+        ("max_idle", 0.05, "a number of seconds >= 0.1"),
         ("prepared_statement_cache_size", -1, "an integer >= 0"),
-        ("health_check_interval", -1, "a number of seconds > 0, or 0 or None (off)"),
-        ("health_check_interval", "hourly", "a number of seconds > 0, or 0 or None"),
+        ("health_check_interval", -1, "a number of seconds >= 0.1, or 0 or None (off)"),
+        ("health_check_interval", 1e-300, "a number of seconds >= 0.1, or 0 or None"),
+        ("health_check_interval", "hourly", "a number of seconds >= 0.1, or 0 or None"),
         ("leak_detection_threshold", -0.5, "a number of seconds > 0, or 0 or None"),
         ("leak_detection_threshold", True, "a number of seconds > 0, or 0 or None"),
         ("leak_detection_threshold", float("nan"), "a number of seconds > 0"),
@@ -141,7 +145,8 @@ def test_invalid_option_names_key_value_and_allowed(
         ({"pool": {"min_size": 4, "pool_size": 4}}, {}, "'min_size'"),
         ({"pool": {"max_size": 4, "max_overflow": 4}}, {}, "'max_size'"),
         ({"pool": {"min_size": 4, "max_size": 2}}, {}, "'max_size'"),
-        ({"pool": {"num_workers": 4}}, {}, "'num_workers'"),
+        ({"pool": {"num_workers": 0}}, {}, "'num_workers'"),
+        ({"pool": {"conninfo": "host=db"}}, {}, "'conninfo'"),
         ({"pool": {"pool_size": 0, "max_overflow": 0}}, {}, "no connection"),
         ({"pool": {"pool_sise": 4}}, {}, "'pool_sise'"),
         ({"pool": 5}, {}, "['pool'] = 5"),
@@ -161,7 +166,9 @@ def test_invalid_configuration_is_named(
 
 
 def test_unknown_key_lists_the_allowed_ones() -> None:
-    with pytest.raises(ImproperlyConfigured, match="allowed keys: checkout_timeout"):
+    with pytest.raises(
+        ImproperlyConfigured, match="allowed keys: check, checkout_timeout"
+    ):
         _ = wrapper_for({"pool": {"wait": 1}}).pool_options
 
 

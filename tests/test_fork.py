@@ -7,16 +7,15 @@ loads the project and forks its workers.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import traceback
 import urllib.request
 from collections import Counter
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -28,26 +27,19 @@ from testproject.pgserver import free_port
 
 from .support.clients import join_all
 from .support.database import Observer
-from .support.processes import ROOT
+from .support.processes import ROOT, report_from_fork
 
 
-def in_child(write_fd: int, parent_pool_id: int) -> None:
-    """Runs in the forked child; reports through the pipe, never returns."""
-    status = 1
-    try:
-        pool = get_pool("default")
-        report = {
-            "same_pool": id(pool) == parent_pool_id,
-            "count": Author.objects.count(),
-            "backend": connections["default"].connection.info.backend_pid,
-        }
-        connections["default"].close()
-        os.write(write_fd, json.dumps(report).encode())
-        status = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(status)
+def in_child(parent_pool_id: int) -> dict[str, Any]:
+    """Runs in the forked child: what it sees of the pool and the database."""
+    pool = get_pool("default")
+    report = {
+        "same_pool": id(pool) == parent_pool_id,
+        "count": Author.objects.count(),
+        "backend": connections["default"].connection.info.backend_pid,
+    }
+    connections["default"].close()
+    return report
 
 
 @pytest.mark.django_db(transaction=True)
@@ -59,16 +51,7 @@ def test_forked_child_uses_its_own_connections(observer: Observer) -> None:
     parent_pool = get_pool("default")
     parent_backends = set(observer.connections_of("selecto-default"))
 
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:
-        in_child(write_fd, id(parent_pool))
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        output = pipe.read()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the child failed (see stderr)"
-    report = json.loads(output)
+    report = report_from_fork(lambda: in_child(id(parent_pool)))
 
     assert report["same_pool"] is False
     assert report["count"] == 1

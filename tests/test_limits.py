@@ -27,21 +27,15 @@ from selecto_pool._config.health import health_settings
 from selecto_pool._config.options import MAX_CONNECTIONS, MAXIMA, OPTION_NAMES
 from selecto_pool._pool.maintenance import Maintainer
 
+from .support.clients import wait_for
 from .support.database import Observer, conninfo_of, wrapper_for_settings
 
 DAY = 86_400
 
 
-def wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 # -- pool options ---------------------------------------------------------------
 # Options that are not numbers have no maximum.
-NOT_NUMBERS = {"control", "pgbouncer"}
+NOT_NUMBERS = {"control", "pgbouncer", "reset", "check", "reconnect_failed"}
 
 
 def test_every_numeric_option_has_a_maximum() -> None:

@@ -30,6 +30,7 @@ from .support.database import wrapper_for_settings
 from .support.postgres import (
     accepting_at,
     begin_smart_shutdown,
+    login_role,
     wait_until_stopped,
 )
 
@@ -51,17 +52,8 @@ class FailedLogins:
 
 @pytest.fixture
 def role(spare_server: LocalPostgres) -> Iterator[LocalPostgres]:
-    with psycopg.connect(**spare_server.conninfo(), autocommit=True) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
-        conn.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{RIGHT}'")
-    yield spare_server
-    with psycopg.connect(**spare_server.conninfo(), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE usename = %s",
-            [ROLE],
-        )
-        conn.execute(f"DROP ROLE {ROLE}")
+    with login_role(spare_server, ROLE, RIGHT):
+        yield spare_server
 
 
 def request(wrapper: DatabaseWrapper) -> None:
@@ -74,8 +66,13 @@ def request(wrapper: DatabaseWrapper) -> None:
 
 
 @pytest.mark.slow
+# control: the control connection's attempts go through the same backoff.
+@pytest.mark.parametrize("control", [False, True], ids=["pool", "pool+control"])
 def test_refused_logins_back_off_to_login_retry_max(
-    role: LocalPostgres, django_db_blocker: Any, caplog: pytest.LogCaptureFixture
+    role: LocalPostgres,
+    django_db_blocker: Any,
+    caplog: pytest.LogCaptureFixture,
+    control: bool,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="selecto_pool")
     settings_dict = {
@@ -91,7 +88,7 @@ def test_refused_logins_back_off_to_login_retry_max(
                 "max_overflow": 2,
                 "checkout_timeout": 0.3,
                 "login_retry_max": CAP,
-                "control": False,
+                "control": control,
             }
         },
     }

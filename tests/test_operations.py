@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,11 +16,13 @@ from typing import IO, Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from selecto_pool import get_pool
 from testproject.pgserver import free_port
 
 from .support.database import conninfo_of, url_of
+from .support.hostile import extra_alias
 from .support.processes import ROOT, demo_environment
 
 
@@ -153,11 +156,65 @@ def test_health_over_real_http(processes: Processes) -> None:
     assert password not in body.decode()
 
 
-def test_poolstats_of_an_unpooled_alias_is_an_error() -> None:
+@pytest.mark.parametrize("command", ["poolstats", "clearcache"])
+@pytest.mark.parametrize("timeout", ["inf", "1e308", "nan", "-1", "0", "301", "soon"])
+def test_a_timeout_no_wait_can_take_is_refused(command: str, timeout: str) -> None:
+    """``inf`` or ``1e308`` waited for good on a process that never answers
+    (one stopped with SIGSTOP is still listed); ``nan``, ``0`` and ``-1``
+    asked nobody and reported no process at all."""
     from django.core.management.base import CommandError
 
+    with pytest.raises(CommandError, match=r"--timeout.*> 0.*at most 300"):
+        call_command(command, "--timeout", timeout, stdout=StringIO())
+
+
+def test_poolstats_of_an_unpooled_alias_is_an_error() -> None:
     with pytest.raises(CommandError, match="unpooled"):
         call_command("poolstats", "--database", "unpooled")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_poolstats_table_fits_100_columns_and_shows_the_max_size() -> None:
+    get_pool("default").wait(timeout=5)
+    out = StringIO()
+    call_command("poolstats", "--local", "--database", "default", stdout=out)
+    header, row, total = out.getvalue().splitlines()
+    assert all(len(line) <= 100 for line in (header, row, total))
+    titles = re.split(r"\s{2,}", header)
+    cells = dict(zip(titles, row.split(), strict=True))
+    assert (cells["SIZE"], cells["MAX"]) == ("4", "8")  # default: 4 + 4
+    assert cells["PID"] == str(os.getpid())
+    wide = StringIO()
+    call_command("poolstats", "--local", "--wide", "--database", "default", stdout=wide)
+    wide_header = wide.getvalue().splitlines()[0]
+    for title in ("MAX", "OVERFLOW", "P50 MS", "HIT RATIO", "AGE S", "RECONNECTS"):
+        assert title in wide_header
+    [json_row] = poolstats("--local")["processes"]
+    assert json_row["max_size"] == 8 and json_row["cache_hit_ratio"] is not None
+
+
+def test_poolstats_without_answers_fails_and_says_why(transactional_db: None) -> None:
+    # Nobody runs a pool for this alias: no control connection to ask.
+    with extra_alias("lonely") as alias:
+        for extra in ([], ["--json"]):
+            out = StringIO()
+            with pytest.raises(CommandError) as info:
+                call_command(
+                    "poolstats",
+                    "--database",
+                    alias,
+                    "--timeout",
+                    "0.3",
+                    *extra,
+                    stdout=out,
+                )
+            message = str(info.value)
+            assert message.startswith("No process answered")
+            assert "pooling off" in message and "another ENGINE" in message
+            assert "database 'test_selecto'" in message
+            password = conninfo_of("default")["password"]
+            assert password not in message + out.getvalue()
+        assert json.loads(out.getvalue())["processes"] == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -170,20 +227,53 @@ def test_poolstats_local_shows_this_process() -> None:
 
 
 def test_poolstats_watch_prints_until_interrupted(processes: Processes) -> None:
-    env = {**os.environ, "DATABASE_URL": url_of("default")}
-    env["DJANGO_SETTINGS_MODULE"] = "testproject.settings"
+    env = demo_environment(url_of("default"))
     command = [sys.executable, "manage.py", "poolstats", "--json", "--watch", "0.2"]
     watch = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
     )
     try:
         assert watch.stdout is not None
-        reports = [json.loads(watch.stdout.readline()) for _ in range(2)]
+        reports = [json.loads(watch.stdout.readline()) for _ in range(3)]
     finally:
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(timeout=10) == 0
+        assert watch.wait(timeout=30) == 0
     for report in reports:
         assert processes.worker.pid in rows_by_pid(report)
+        assert report["time"][:4].isdigit()  # ISO 8601, with the offset
+    # Rates from the second round on; the worker keeps checking out.
+    assert rows_by_pid(reports[0])[processes.worker.pid]["checkouts_per_second"] is None
+    later = rows_by_pid(reports[2])[processes.worker.pid]
+    assert later["checkouts_per_second"] > 0
+    assert later["checkout_timeouts_per_second"] == 0
+
+
+@pytest.mark.slow
+def test_poolstats_watch_prints_the_header_once_and_the_time_of_each_round(
+    processes: Processes,
+) -> None:
+    env = demo_environment(url_of("default"))
+    command = [sys.executable, "manage.py", "poolstats", "--watch", "0.2"]
+    watch = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    try:
+        assert watch.stdout is not None
+        while sum(line.startswith("TOTAL") for line in lines) < 3:
+            lines.append(watch.stdout.readline().rstrip("\n"))
+    finally:
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=30) == 0
+    assert [line.split()[:2] for line in lines].count(["HOST", "PID"]) == 1
+    assert "CHECKOUTS/S" in lines[0] and "TIMEOUTS/S" in lines[0]
+    times = [line for line in lines if re.fullmatch(r"\d\d:\d\d:\d\d", line)]
+    assert len(times) == 3
+    worker_rows = [line for line in lines if f" {processes.worker.pid} " in line]
+    column = lines[0].index("CHECKOUTS/S")
+    assert worker_rows[0][column:].split()[0] == "-"  # no rate before round 2
+    assert float(worker_rows[-1][column:].split()[0]) > 0
+    assert all(len(line) <= 100 for line in lines)
 
 
 def test_a_process_that_does_not_answer_is_reported_not_waited_for(
@@ -203,3 +293,21 @@ def test_a_process_that_does_not_answer_is_reported_not_waited_for(
     assert row["status"] == "no answer" and row["checkouts"] is None
     assert rows_by_pid(report)[processes.web.pid]["status"] == "ok"
     assert report["totals"]["processes"] == len(report["processes"]) - 1
+
+
+def test_poolstats_shortens_long_host_names_but_not_addresses() -> None:
+    from selecto_pool._ops import report
+
+    stats = {"pool_size": 1, "max_overflow": 0, "started_at": time.time()}
+    long_name = "web-7f9c8d6b5-x2kzp.eu-west-1.compute.internal"
+    address = "192.168.100.200"
+    rows = [
+        report.row(long_name, 123456, "default", stats),
+        report.row(address, 123457, "default", stats),
+    ]
+    table = report.Table(wide=False)
+    lines = table.render(rows, report.totals(rows))
+    assert all(len(line) <= 100 for line in [table.header(), *lines])
+    # The first DNS label, cut if need be; an address is cut, never split.
+    assert lines[0].startswith("web-7f9c") and "eu-west-1" not in lines[0]
+    assert lines[1].startswith("192.168")

@@ -185,6 +185,38 @@ def test_a_dead_server_is_noticed_and_reconnected_without_a_request(
     assert refilled < RECOVERY
 
 
+def test_an_outage_longer_than_psycopg_pools_reconnect_timeout_heals_by_itself(
+    spare_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg_pool gives up on a missing connection after reconnect_timeout
+    (5 minutes); after that only a checkout opened one again. /health/db never
+    checks out, so behind a load balancer that took the process out of
+    rotation the pool stayed empty and the check said 503 for good (seen
+    after a real 320 s outage). Here psycopg_pool's clock jumps an hour."""
+    import psycopg_pool.pool
+
+    pool = sp.start_pool(
+        spare_server.conninfo(),
+        pool_size=2,
+        max_overflow=0,
+        health_check_interval=0.2,
+        name="long-outage",
+    )
+    try:
+        pool.wait(timeout=5)
+        checkouts = pool.stats().checkouts
+        spare_server.stop()
+        wait_for(lambda: pool.stats().connection_errors >= 2, timeout=5)
+        later = psycopg_pool.pool.monotonic
+        monkeypatch.setattr(psycopg_pool.pool, "monotonic", lambda: later() + 3600)
+        time.sleep(1.5)  # a few more probes fail (psycopg_pool gave up at the first)
+        spare_server.start()
+        wait_for(lambda: pool.stats().idle == 2, timeout=5)
+        assert pool.stats().checkouts == checkouts, "nobody asked for a connection"
+    finally:
+        sp.stop_pool(pool, timeout=1)
+
+
 # -- a network cut ------------------------------------------------------------------
 CLEAR_ERRORS = re.compile(
     r"CheckoutTimeout: .*(attempt\(s\) to connect failed|still being opened).*is "

@@ -25,6 +25,8 @@ import selecto_pool as sp
 from selecto_pool import CheckoutTimeout, PoolStartError
 from testproject.pgserver import LocalPostgres, free_port
 
+from .support.postgres import login_role
+
 ROLE = "leaky"
 PASSWORD = "Xy7@secretpart@ZZq9"
 WRONG = "Wq4@hushhush@Kp2"
@@ -73,17 +75,8 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 @pytest.fixture
 def server(spare_server: LocalPostgres) -> Iterator[LocalPostgres]:
-    with psycopg.connect(**spare_server.conninfo(), autocommit=True) as conn:
-        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
-        conn.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{PASSWORD}'")
-    yield spare_server
-    with psycopg.connect(**spare_server.conninfo(), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE usename = %s",
-            [ROLE],
-        )
-        conn.execute(f"DROP ROLE {ROLE}")
+    with login_role(spare_server, ROLE, PASSWORD):
+        yield spare_server
 
 
 def url(password: str, port: int, scheme: str = "postgres") -> str:

@@ -53,6 +53,21 @@ def test_executemany_with_more_parameters_than_the_protocol_carries() -> None:
     assert list(names) == ["renamed", "renamed too", "a2"]
 
 
+@pytest.mark.django_db(databases=["cached"], transaction=True)
+def test_a_parameter_psycopg_cannot_send_leaves_no_savepoint_behind() -> None:
+    """Refused before anything is sent (a value psycopg can't adapt, a NUL
+    byte): the transaction goes on, as with the stock cursor, and holds no
+    savepoint of the pool's (one per error, piling up in a loop)."""
+    with transaction.atomic(using="cached"), connections["cached"].cursor() as cursor:
+        for value in (object(), "nul \x00 byte"):
+            with pytest.raises(DatabaseError):
+                cursor.execute("SELECT %s::text /* never verified */", [value])
+        cursor.execute("SELECT count(*) FROM library_author")  # goes on
+        with pytest.raises(DatabaseError, match="does not exist"):
+            cursor.execute("RELEASE SAVEPOINT selecto_pool_probe")
+        transaction.set_rollback(True, using="cached")
+
+
 def in_list_sweep(wrapper: DatabaseWrapper, sizes: range, runs: int) -> None:
     """The ORM's ``filter(id__in=...)`` of each size, ``runs`` times each."""
     with wrapper.cursor() as cursor:

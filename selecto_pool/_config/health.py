@@ -11,6 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from .values import shown
+
 
 @dataclass(frozen=True)
 class HealthSettings:
@@ -35,7 +37,10 @@ _RULES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "max_waiting": (int, "an integer >= 1"),
     "max_wait_ms": ((int, float), "a number of milliseconds > 0"),
     "retry_after": (int, "an integer >= 1"),
-    "token": ((str, type(None)), "a string of 16+ characters, or None"),
+    "token": (
+        (str, type(None)),
+        "a string of 16+ printable characters without spaces around it, or None",
+    ),
 }
 
 #: The largest value of each key (characters for ``token``), named in the
@@ -67,10 +72,10 @@ def health_settings() -> HealthSettings:
             )
         kind, allowed = _RULES[key]
         if not _valid(key, value, kind):
-            shown = "'***'" if key == "token" else _shown(value)
+            text = "'***'" if key == "token" else shown(value)
             at_most = f", at most {int(MAXIMA[key])}" if key in MAXIMA else ""
             raise ImproperlyConfigured(
-                f"SELECTO_POOL_HEALTH[{key!r}] = {shown} is invalid: "
+                f"SELECTO_POOL_HEALTH[{key!r}] = {text} is invalid: "
                 f"expected {allowed}{at_most}."
             )
     return HealthSettings(**raw)
@@ -81,13 +86,15 @@ def _valid(key: str, value: Any, kind: type | tuple[type, ...]) -> bool:
         return False
     maximum = MAXIMA.get(key, 0)
     if key == "token":
-        return value is None or (isinstance(value, str) and 16 <= len(value) <= maximum)
+        # A header value has no control characters, and HTTP trims the spaces
+        # around it: a token with either could never match.
+        return value is None or (
+            isinstance(value, str)
+            and 16 <= len(value) <= maximum
+            and value.isprintable()
+            and value == value.strip()
+        )
     if isinstance(value, (int, float)):
         # NaN fails both comparisons; inf and huge ints fail the second.
         return 0 < value <= maximum
     return True
-
-
-def _shown(value: Any) -> str:
-    shown = repr(value)
-    return shown if len(shown) <= 80 else f"{shown[:77]}..."

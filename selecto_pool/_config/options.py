@@ -4,163 +4,45 @@ Options come from four places, later ones winning: the defaults below, the
 project-wide ``SELECTO_POOL`` setting, flat keys in ``OPTIONS`` (which is where
 a ``DATABASE_URL`` query string such as ``?pool_size=10`` lands), and the
 ``OPTIONS["pool"]`` dict. Every error names the key, the value and what is
-allowed, because the person reading it is editing a settings file.
+allowed, because the person reading it is editing a settings file. What each
+option accepts and its maximum are in ``values``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 
-_TRUE = {"true", "on", "yes", "1"}
-_FALSE = {"false", "off", "no", "0"}
+from . import native
+from .values import (
+    MAX_CONNECTIONS,
+    MAXIMA,
+    NEVER,
+    NO_RESET,
+    OPTION_NAMES,
+    PARSERS,
+    POOL_KEYS,
+    RESET_NAMES,
+    parse_option,
+    shown,
+)
 
-
-def _number(value: float) -> str:
-    """``86400``, not ``86400.0``: how a settings file would spell it."""
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _integer(minimum: int) -> tuple[Callable[[Any], int | None], str]:
-    def parse(value: Any) -> int | None:
-        if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,30}\s*", value):
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-            return value
-        return None
-
-    return parse, f"an integer >= {minimum}"
-
-
-def _seconds(minimum: float = 0.0) -> tuple[Callable[[Any], float | None], str]:
-    def parse(value: Any) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            return None
-        try:
-            seconds = float(value)
-        except (ValueError, OverflowError):  # "soon", or an int beyond floats
-            return None
-        if math.isfinite(seconds) and seconds > 0 and seconds >= minimum:
-            return seconds
-        return None
-
-    if minimum:
-        return parse, f"a number of seconds >= {_number(minimum)}"
-    return parse, "a number of seconds > 0"
-
-
-def _threshold() -> tuple[Callable[[Any], Any], str]:
-    parse_integer, _ = _integer(0)
-
-    def parse(value: Any) -> Any:
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            return _NEVER
-        return parse_integer(value)
-
-    return parse, "an integer >= 0, or None (never prepare)"
-
-
-# Parsed value of prepare_threshold=None (None itself means "invalid" here).
-_NEVER = -1
-
-
-def _boolean() -> tuple[Callable[[Any], bool | None], str]:
-    def parse(value: Any) -> bool | None:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        return None
-
-    return parse, "True or False"
-
-
-def _seconds_or_off() -> tuple[Callable[[Any], float | None], str]:
-    """Seconds, or 0/None to turn the feature off (parsed as 0.0)."""
-    parse_seconds, _ = _seconds()
-
-    def parse(value: Any) -> float | None:
-        if isinstance(value, str) and value.strip().lower() in _OFF:
-            return 0.0
-        if value is None or (value == 0 and not isinstance(value, bool)):
-            return 0.0
-        return parse_seconds(value)
-
-    return parse, "a number of seconds > 0, or 0 or None (off)"
-
-
-_OFF = {"0", "0.0", "none", "off"}
-
-
-PGBOUNCER_MODES = ("transaction", "transaction-prepared")
-
-
-def _pgbouncer() -> tuple[Callable[[Any], Any], str]:
-    def parse(value: Any) -> Any:
-        if value is False or (isinstance(value, str) and value.lower() in _FALSE):
-            return "off"
-        return value if value in PGBOUNCER_MODES else None
-
-    return parse, f"False, {' or '.join(repr(mode) for mode in PGBOUNCER_MODES)}"
-
-
-# name -> (parser returning None for a bad value, description of what's allowed)
-_PARSERS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "pool_size": _integer(0),
-    "max_overflow": _integer(0),
-    # libpq's connect_timeout is whole seconds with a minimum of 2.
-    "connection_timeout": _integer(2),
-    "checkout_timeout": _seconds(),
-    "max_lifetime": _seconds(),
-    "max_idle": _seconds(),
-    "prepared_statement_cache_size": _integer(0),
-    # Estimated server memory of each connection's prepared statements.
-    "prepared_statement_cache_mib": _integer(1),
-    "prepare_threshold": _threshold(),
-    # Answer `manage.py poolstats`/`clearcache` over LISTEN/NOTIFY (_control).
-    "control": _boolean(),
-    # A PgBouncer in transaction mode between the pool and PostgreSQL.
-    "pgbouncer": _pgbouncer(),
-    # Reliability (see _maintenance, _leaks and _shutdown).
-    "health_check_interval": _seconds_or_off(),
-    "leak_detection_threshold": _seconds_or_off(),
-    "exit_timeout": _seconds_or_off(),
-    # The longest wait between two logins the server refused (_conn.outages).
-    "login_retry_max": _seconds(minimum=1.0),
-}
-OPTION_NAMES = frozenset(_PARSERS)
-
-_DAY = 86_400.0
-#: The most connections a PostgreSQL server can take: ``max_connections``
-#: stops at 2^18 - 1 (its MAX_BACKENDS).
-MAX_CONNECTIONS = 262_143
-
-#: The largest value of each numeric option, named in the error a larger one
-#: gets. Generous, but far below what overflows a thread's wait
-#: (``threading.TIMEOUT_MAX``, about 292 years) or a server's limits; why
-#: each: docs/configuration.md#maxima.
-MAXIMA: dict[str, int | float] = {
-    "pool_size": MAX_CONNECTIONS,
-    "max_overflow": MAX_CONNECTIONS,
-    "connection_timeout": 3_600,
-    "checkout_timeout": _DAY,
-    "max_lifetime": 30 * _DAY,
-    "max_idle": 30 * _DAY,
-    "prepared_statement_cache_size": 10_000,
-    # Estimated server memory of one connection's prepared statements.
-    "prepared_statement_cache_mib": 1_024,
-    "prepare_threshold": 1_000_000,
-    "health_check_interval": _DAY,
-    "leak_detection_threshold": _DAY,
-    "exit_timeout": 3_600.0,
-    "login_retry_max": _DAY,
-}
+# The options' names and maxima are imported from here too.
+__all__ = [
+    "MAXIMA",
+    "MAX_CONNECTIONS",
+    "OPTION_NAMES",
+    "POOL_KEYS",
+    "RESET_NAMES",
+    "PoolOptions",
+    "build_options",
+    "resolve_options",
+]
 
 
 @dataclass(frozen=True)
@@ -174,6 +56,20 @@ class PoolOptions:
     checkout_timeout: float = 5.0
     max_lifetime: float = 3600.0
     max_idle: float = 600.0
+    #: psycopg_pool's: more clients waiting get ``TooManyRequests``; 0 = no cap.
+    max_waiting: int = 0
+    #: psycopg_pool's background threads that open connections.
+    num_workers: int = 3
+    #: psycopg_pool's ``check``, run at every checkout; None: none (see
+    #: ``explicit``: when not set, ``CONN_HEALTH_CHECKS`` decides).
+    check: Callable[[Any], Any] | None = None
+    #: psycopg_pool's: how long a failing connection slot is retried before
+    #: it is given up (and ``reconnect_failed(pool)`` called). Never, unless
+    #: set: psycopg_pool's 300 s default leaves a pool empty after a longer
+    #: outage until a checkout asks for a connection, and /health/db asks
+    #: for none.
+    reconnect_timeout: float = math.inf
+    reconnect_failed: Callable[[Any], Any] | None = None
     #: Prepared statements per connection (psycopg's prepared_max).
     prepared_statement_cache_size: int = 256
     #: Their estimated server memory per connection, in MiB.
@@ -195,12 +91,22 @@ class PoolOptions:
     #: The cap of the backoff between logins the server refused (PgBouncer's
     #: ``server_login_retry``).
     login_retry_max: float = 15.0
+    #: Run on every returned connection: "session", "discard", a callable
+    #: taking the connection (psycopg_pool's ``reset``), or None (off).
+    reset: str | Callable[[Any], object] | None = None
     #: The keys somebody set explicitly (as opposed to defaults).
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: Native-pool keys that do nothing here: (where it was set, why).
+    ignored: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.prepare_threshold == _NEVER:
+        if self.prepare_threshold == NEVER:
             object.__setattr__(self, "prepare_threshold", None)
+        if self.reset == NO_RESET:
+            object.__setattr__(self, "reset", None)
+        for name in ("check", "reconnect_failed"):
+            if cast(object, getattr(self, name)) is False:  # "none" when parsed
+                object.__setattr__(self, name, None)
 
     @property
     def prepares(self) -> bool:
@@ -217,16 +123,19 @@ class PoolOptions:
         return self.pool_size + self.max_overflow
 
     def as_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        del data["explicit"]
-        return data
+        # Shallow: check and reconnect_failed may be any callable object.
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("explicit", "ignored")
+        }
 
 
 def _parse_enabled(value: Any, where: str) -> bool | None:
     """``pool`` itself: True/False (or their URL spellings), None for a dict."""
     if isinstance(value, Mapping):
         return None
-    enabled = _PARSERS["control"][0](value)
+    enabled = PARSERS["control"][0](value)
     if isinstance(enabled, bool):
         return enabled
     raise ImproperlyConfigured(
@@ -236,75 +145,26 @@ def _parse_enabled(value: Any, where: str) -> bool | None:
 
 
 def _apply(
-    values: dict[str, Any], source: Mapping[str, Any], where: str, strict: bool
+    values: dict[str, Any],
+    source: Mapping[str, Any],
+    where: str,
+    *,
+    strict: bool = True,
+    found: native.Found | None = None,
+    native_names: bool = False,
 ) -> None:
+    found = found if found is not None else native.Found()
     for key, raw in source.items():
-        if key not in _PARSERS:
-            if strict:
-                raise ImproperlyConfigured(
-                    f"{where}[{key!r}] is not a selecto_pool option; allowed keys: "
-                    f"{', '.join(sorted(OPTION_NAMES))}."
-                )
+        place = f"{where}[{shown(key)}]"
+        if key in PARSERS:
+            values[key] = parse_option(key, raw, place)
+            found.places[key] = place
+        elif native_names and found.note(key, raw, place):
             continue
-        parse, allowed = _PARSERS[key]
-        value = parse(raw)
-        if value is None or _above_maximum(key, value):
+        elif strict:
             raise ImproperlyConfigured(
-                f"{where}[{key!r}] = {_shown(raw)} is invalid: expected "
-                f"{allowed}{_at_most(key)}."
+                native.unknown_key(key, place, OPTION_NAMES, native_names)
             )
-        values[key] = value
-
-
-def _above_maximum(key: str, value: Any) -> bool:
-    maximum = MAXIMA.get(key)
-    return maximum is not None and isinstance(value, (int, float)) and value > maximum
-
-
-def _at_most(key: str) -> str:
-    maximum = MAXIMA.get(key)
-    return "" if maximum is None else f", at most {_number(maximum)}"
-
-
-def _shown(raw: Any) -> str:
-    """``repr(raw)``, cut short: the value may be anything, of any size."""
-    shown = repr(raw)
-    return shown if len(shown) <= 80 else f"{shown[:77]}..."
-
-
-# Django's native pool takes psycopg_pool's arguments in OPTIONS["pool"]; three
-# of them mean what ours do, so switching ENGINE keeps such settings working.
-_NATIVE_NAMES = {"min_size": "pool_size", "timeout": "checkout_timeout"}
-
-
-def _apply_pool_dict(
-    values: dict[str, Any], pool: Mapping[str, Any], where: str
-) -> None:
-    """Apply ``OPTIONS["pool"]``, ours or in psycopg_pool's spelling."""
-    translated: dict[str, Any] = {}
-    spelled: dict[str, str] = {}  # our name -> the key as written
-    for key, value in pool.items():
-        name = _NATIVE_NAMES.get(key, key)
-        if name in translated or (key == "max_size" and "max_overflow" in pool):
-            other = "max_overflow" if key == "max_size" else spelled[name]
-            raise ImproperlyConfigured(
-                f"{where} sets both {other!r} and {key!r}: set only one."
-            )
-        translated[name] = value
-        spelled[name] = key
-    max_size = translated.pop("max_size", None)
-    _apply(values, translated, where, strict=True)
-    if max_size is not None:
-        parse, allowed = _integer(1)
-        pool_size = values.get("pool_size", PoolOptions.pool_size)
-        parsed = parse(max_size)
-        if parsed is None or not pool_size <= parsed <= MAX_CONNECTIONS:
-            raise ImproperlyConfigured(
-                f"{where}['max_size'] = {_shown(max_size)} is invalid: expected "
-                f"{allowed} and >= pool_size/min_size ({pool_size}), at most "
-                f"{MAX_CONNECTIONS}."
-            )
-        values["max_overflow"] = parsed - pool_size
 
 
 def _check_sizes(values: dict[str, Any], where: str) -> None:
@@ -332,7 +192,7 @@ def build_options(**overrides: Any) -> PoolOptions:
             "(DATABASES) answer manage.py poolstats/clearcache."
         )
     values: dict[str, Any] = {}
-    _apply(values, overrides, "start_pool() option", strict=True)
+    _apply(values, overrides, "start_pool() option")
     _check_sizes(values, "start_pool()")
     return PoolOptions(**values, explicit=frozenset(values))
 
@@ -342,26 +202,32 @@ def resolve_options(
 ) -> PoolOptions:
     """Merge and validate the pool options of one ``DATABASES`` entry."""
     values: dict[str, Any] = {}
+    found = native.Found()
     if project_defaults is not None:
         if not isinstance(project_defaults, Mapping):
             raise ImproperlyConfigured(
                 f"SELECTO_POOL = {project_defaults!r} is invalid: expected a dict "
                 f"of pool options ({', '.join(sorted(OPTION_NAMES))})."
             )
-        _apply(values, project_defaults, "SELECTO_POOL", strict=True)
+        _apply(values, project_defaults, "SELECTO_POOL", found=found)
 
     where = f"DATABASES[{alias!r}]['OPTIONS']"
     db_options = settings_dict.get("OPTIONS") or {}
-    _apply(values, db_options, where, strict=False)
+    _apply(values, db_options, where, strict=False, found=found, native_names=True)
 
-    enabled = True
+    enabled, asks_native = True, False
     if "pool" in db_options:
         pool_setting = db_options["pool"]
         enabled_flag = _parse_enabled(pool_setting, f"{where}['pool']")
         if enabled_flag is None:
-            _apply_pool_dict(values, pool_setting, f"{where}['pool']")
+            _apply(
+                values, pool_setting, f"{where}['pool']", found=found, native_names=True
+            )
         else:
             enabled = enabled_flag
+        asks_native = native.asks_for_native_defaults(pool_setting, enabled_flag)
+    ours = {key: found.places[key] for key in native.OURS if key in found.places}
+    values.update(native.resolve_sizing(found.native, ours, asks_native, parse_option))
 
     conn_max_age = settings_dict.get("CONN_MAX_AGE", 0)
     if enabled and conn_max_age != 0:
@@ -379,4 +245,9 @@ def resolve_options(
             f"({values['connection_timeout']!r}) are both set: set only one."
         )
     _check_sizes(values, f"DATABASES[{alias!r}]")
-    return PoolOptions(enabled=enabled, **values, explicit=frozenset(values))
+    return PoolOptions(
+        enabled=enabled,
+        **values,
+        explicit=frozenset(values),
+        ignored=tuple(found.ignored),
+    )

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from .execution import SERVER_SIDE, STOCK, plan
+from .own_statements import arun_own
 
 
 class AsyncAttempt(NamedTuple):
@@ -45,6 +46,6 @@ async def run(
             elif step.action == STOCK:
                 await attempt.stock()
             else:
-                await conn.execute(step.command)
+                await arun_own(conn, step.command)
         except psycopg.Error as exc:
             failure = exc

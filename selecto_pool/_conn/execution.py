@@ -28,6 +28,8 @@ the server-side way and the stock way).
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -37,9 +39,13 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import pq
 
+from .own_statements import run_own
 from .statements import AnyConnection, cache_of, distrust_prepared
 
+logger = logging.getLogger("selecto_pool.statements")
+
 IDLE = pq.TransactionStatus.IDLE
+INTRANS = pq.TransactionStatus.INTRANS
 #: The protocol counts parameters in 16 bits; libpq refuses more, unsent.
 MAX_PARAMETERS = 65_535
 
@@ -96,11 +102,17 @@ class _Decisions:
         self._states: OrderedDict[int, int] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
+        self._fork_safe = False
 
     def get(self, key: int) -> int:
         return self._states.get(key, 0)
 
     def update(self, key: int, change: Callable[[int], int]) -> int:
+        if not self._fork_safe:
+            # Registered on first use, not at import. A thread of the parent
+            # may hold the lock at fork(): the child gets a lock of its own.
+            os.register_at_fork(after_in_child=self._new_lock)
+            self._fork_safe = True
         with self._lock:
             state = change(self._states.get(key, 0))
             self._states[key] = state
@@ -108,6 +120,9 @@ class _Decisions:
                 # The oldest first: statements built with ever-new text.
                 self._states.popitem(last=False)
             return state
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
 
 _decisions = _Decisions()
@@ -203,7 +218,7 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
             elif step.action == STOCK:
                 attempt.stock()
             else:
-                conn.execute(step.command)
+                run_own(conn, step.command)
         except psycopg.Error as exc:
             failure = exc
 
@@ -233,12 +248,18 @@ def plan(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
         if state & _VERIFIED and _retypes(exc):
             # The schema changed under a statement that typed before.
             state = _decisions.update(key, _relapsed)
+            logger.info(
+                "a statement that ran server-side fails to type now (SQLSTATE "
+                "%s): the schema changed; every connection deallocates its "
+                "prepared statements before reusing one",
+                exc.sqlstate,
+            )
             distrust_prepared()
         if in_transaction or not (_retypes(exc) or _is_stale(exc)):
             raise
         # Outside a transaction nothing ran: run it again, afresh.
         if state & _REJECTED or not (yield from _rerun_afresh(conn, exc)):
-            _decisions.update(key, _rejected)
+            _reject(key, exc)
             yield from _fall_back(conn)
             return
     if not state & _VERIFIED:
@@ -271,13 +292,18 @@ def _guarded(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
         if not (_retypes(exc) or _is_stale(exc)):
             # A real error (constraint, timeout...): the transaction is
             # aborted exactly as with the stock cursor; rolling it back, to
-            # Django's savepoint or entirely, drops this savepoint too.
+            # Django's savepoint or entirely, drops this savepoint too. One
+            # refused before anything was sent (a value psycopg can't adapt)
+            # left the transaction going: so does the savepoint, unless
+            # released.
+            if conn.pgconn.transaction_status == INTRANS:
+                yield Step(COMMAND, command=_RELEASE)
             raise
         reused = _reused(conn)  # before the next command resets it
         yield Step(COMMAND, command=_ROLLBACK_TO)
         if not (yield from _rerun_afresh(conn, exc, reused, guarded=True)):
             yield Step(COMMAND, command=_RELEASE)
-            _decisions.update(key, _rejected)
+            _reject(key, exc)
             yield from _fall_back(conn)
             return
     yield Step(COMMAND, command=_RELEASE)
@@ -315,6 +341,17 @@ def _rerun_afresh(
             yield Step(COMMAND, command=_ROLLBACK_TO)
         return False
     return True
+
+
+def _reject(key: int, exc: psycopg.Error) -> None:
+    """Remember that a statement runs the stock way in this process."""
+    _decisions.update(key, _rejected)
+    # Once per statement and process (the SQL stays out: it may hold values).
+    logger.debug(
+        "a statement runs the stock way (unprepared) from now on: the server "
+        "could not type it bound server-side (SQLSTATE %s)",
+        exc.sqlstate,
+    )
 
 
 def _fall_back(conn: AnyConnection) -> Plan:

@@ -24,7 +24,8 @@ It also tells two kinds of failure apart, which call for opposite retries:
 libpq reports no SQLSTATE for a failed connection, only its message: a
 server's error is printed with its severity (``FATAL:  ...``, two spaces,
 in any language), libpq's own errors without one; and psycopg tells whether
-the server asked for a password.
+the server asked for a password. MySQL's client library gives error codes:
+``MYSQL_REFUSALS`` are the server's answers.
 """
 
 from __future__ import annotations
@@ -58,8 +59,18 @@ _NOT_YET = re.compile(
 )
 
 
+#: MySQL/MariaDB server errors that refuse a login: access denied (1044,
+#: 1045, 1698), unknown database (1049), too many connections (1040, 1203,
+#: 1226), host blocked or not allowed (1129, 1130), old auth (1251).
+MYSQL_REFUSALS = frozenset({1040, 1044, 1045, 1049, 1129, 1130, 1203, 1226, 1251, 1698})
+
+
 def refused_login(exc: BaseException) -> bool:
     """Whether the server answered this connection attempt and turned it down."""
+    if not isinstance(exc, psycopg.Error):
+        # mysqlclient's errors carry (code, message).
+        code = exc.args[0] if exc.args else None
+        return isinstance(code, int) and code in MYSQL_REFUSALS
     message = str(exc)
     if _NOT_YET.search(message):
         return False
@@ -67,6 +78,41 @@ def refused_login(exc: BaseException) -> bool:
     if pgconn is not None and getattr(pgconn, "used_password", False):
         return True
     return _SERVER_ANSWERED.search(message) is not None
+
+
+class _PoolRepeats(logging.Filter):
+    """Drops psycopg_pool's "error connecting in <pool>" lines for our pools.
+
+    psycopg_pool logs one WARNING per failed attempt, two a second while a
+    server is unreachable and the pool probes it; the pool's own log says the
+    same once per outage (or per backoff step), its password masked.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool_names: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == _PSYCOPG_POOL_CONNECT_ERROR
+            and isinstance(record.args, tuple)
+            and record.args[:1] != ()
+            and record.args[0] in self.pool_names
+        )
+
+
+# The message psycopg_pool logs for each failed attempt (psycopg_pool/pool.py).
+_PSYCOPG_POOL_CONNECT_ERROR = "error connecting in %r: %s"
+_repeats: _PoolRepeats | None = None
+
+
+def _quiet_psycopg_pool(pool_name: str) -> None:
+    """Installed with the first pool (never at import) on ``psycopg.pool``."""
+    global _repeats
+    if _repeats is None:
+        _repeats = _PoolRepeats()
+        logging.getLogger("psycopg.pool").addFilter(_repeats)
+    _repeats.pool_names.add(pool_name)
 
 
 class OutageLog:
@@ -78,6 +124,7 @@ class OutageLog:
     """
 
     def __init__(self, pool_name: str, login_retry_max: float = LOGIN_RETRY_MAX):
+        _quiet_psycopg_pool(pool_name)
         self.pool_name = pool_name
         self.login_retry_max = login_retry_max
         self.failures = 0
@@ -133,11 +180,22 @@ class OutageLog:
         )
 
     def failed(
-        self, exc: psycopg.Error, conninfo: str, kwargs: dict[str, Any]
-    ) -> psycopg.Error:
-        """Record a failed attempt; the error to raise, the password masked."""
+        self,
+        exc: BaseException,
+        conninfo: str = "",
+        kwargs: dict[str, Any] | None = None,
+    ) -> BaseException:
+        """Record a failed attempt; the error to raise, the password masked.
+
+        psycopg's messages may echo connection parameters (``conninfo`` and
+        ``kwargs`` say which hold secrets); MySQL's name only user and host.
+        """
         refused = refused_login(exc)
-        error = redacted(exc, *connection_secrets(conninfo, kwargs))
+        error = (
+            redacted(exc, *connection_secrets(conninfo, kwargs or {}))
+            if isinstance(exc, psycopg.Error)
+            else exc
+        )
         now = time.monotonic()
         with self._lock:
             self.failures += 1

@@ -24,6 +24,7 @@ private ``PrepareManager``, reached through ``_compat``.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
@@ -34,6 +35,9 @@ from psycopg.abc import PQGen
 
 from .._compat import Prepare, PrepareManager, prepare_manager_of, set_prepare_manager
 from . import literals
+from .own_statements import run_own
+
+logger = logging.getLogger("selecto_pool.statements")
 
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
 
@@ -194,6 +198,11 @@ class StatementCache(PrepareManager):
         and psycopg's disagree (one missing, a name taken).
         """
         self.invalidations += 1
+        logger.debug(
+            "a connection forgets its %d prepared statement(s) (a schema "
+            "change, DEALLOCATE ALL or clear_cache())",
+            len(self._names),
+        )
         self.bytes = 0
         self._trust_after_flush = _distrust
         cleared = super().clear()
@@ -243,6 +252,28 @@ def install(
     conn.prepare_threshold = threshold
     conn.prepared_max = cache_size
     literals.register(conn.adapters)
+
+
+def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
+    """Forget the statements of ``conn`` if the server lost some of them.
+
+    For code the cache can't see into (a custom reset): psycopg notices a
+    ``DISCARD ALL`` or ``DEALLOCATE ALL`` it runs, not one sent otherwise.
+    Costs a round trip, only while the cache holds statements.
+    """
+    cache = cache_of(conn)
+    if cache is None or not cache.statements:
+        return
+    with psycopg.Cursor(conn) as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql",
+            prepare=False,
+        )
+        row = cursor.fetchone()
+    if row is not None and row[0] < cache.statements:
+        # psycopg forgets every statement on seeing the command; the rest
+        # are deallocated at once, before anything is prepared again.
+        run_own(conn, "DEALLOCATE ALL")
 
 
 def cache_of(conn: AnyConnection) -> StatementCache | None:

@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
 from .._conn.statements import cache_of
-from .._process import control, registry
+from .._process import control_client, registry
+from ..backend import engines
 
 logger = logging.getLogger("selecto_pool.statements")
 
@@ -36,12 +38,20 @@ def invalidate_statement_caches(
         # Checked out by migrate itself: cleared now rather than on return.
         with migrating.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")
-    for pool in registry.all_pools().values():
+    pools = registry.all_pools()
+    for pool in pools.values():
         pool.clear_prepared()
-    if using not in registry.all_pools():
-        return
+    logger.info(
+        "migrate changed the schema of %r: prepared statements cleared in this "
+        "process's %d pool(s)%s",
+        using,
+        len(pools),
+        ", asking the other processes" if using in pools else "",
+    )
+    if using not in registry.all_pools() or engines.is_mysql(migrating):
+        return  # MySQL: nothing prepared, and no LISTEN/NOTIFY to ask with
     try:
-        control.broadcast(connections[using].get_connection_params(), "clear")
-    except psycopg.Error as exc:
+        control_client.broadcast(connections[using].get_connection_params(), "clear")
+    except (psycopg.Error, ImproperlyConfigured) as exc:
         # The caches recover statement by statement anyway (see _statements).
         logger.warning("could not ask other processes to clear caches: %s", exc)

@@ -38,15 +38,11 @@ from .._conn.reset import IN_TRANSACTION
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
 from .async_maintenance import AsyncMaintainer
+from .base import checkout_timeout, wait_at_most
 from .leaks import LeakDetector
-from .pool import (
-    _LONGEST_CHECKOUT,
-    _TAKE_IDLE_TIMEOUT,
-    _VANISHED_BEFORE_STOP,
-    TCP_KEEPALIVE_DEFAULTS,
-    _wait_at_most,
-)
-from .stats import PoolStats, exhausted_message, pool_stats_of
+from .pool import _TAKE_IDLE_TIMEOUT, TCP_KEEPALIVE_DEFAULTS
+from .statement_caches import _VANISHED_BEFORE_STOP
+from .stats import PoolStats, exhausted_message, snapshot
 from .usage import Usage
 
 logger = logging.getLogger("selecto_pool.pool")
@@ -131,10 +127,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
                 f"pool {self.name!r} belongs to the event loop that started it; "
                 "start a pool in each event loop that uses one"
             )
-        if timeout is None:
-            timeout = self.timeout
-        elif not timeout <= _LONGEST_CHECKOUT:  # NaN too
-            raise ValueError(f"checkout timeout {timeout!r}: at most 86400 s")
+        timeout = self.timeout if timeout is None else checkout_timeout(timeout)
         started = time.monotonic()
         task = asyncio.current_task()
         cancel_requests = _cancel_requests(task)
@@ -194,7 +187,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
     # -- lifecycle -----------------------------------------------------------
     async def stop(self, timeout: float = 5.0) -> None:
         """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
-        deadline = time.monotonic() + _wait_at_most(timeout)
+        deadline = time.monotonic() + wait_at_most(timeout)
         self._draining = True
         while self._in_use() and (remaining := deadline - time.monotonic()) > 0:
             self._returned.clear()
@@ -245,7 +238,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             # A pool inherited across fork(): its sockets are the parent's.
             return
         await self._maintainer.stop()
-        await super().close(_wait_at_most(timeout))
+        await super().close(wait_at_most(timeout))
 
     async def schedule_task(self, task: Any, delay: float) -> None:
         # As SelectoPool.schedule_task: retries of failed connection attempts
@@ -283,12 +276,12 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
     # -- introspection ----------------------------------------------------
     def stats(self) -> PoolStats:
         """The pool's ``PoolStats``; reads counters only, no I/O, any thread."""
-        return pool_stats_of(
-            self.name,
-            self.options,
-            self.get_stats(),
-            self._usage.snapshot(),
-            self.cache_stats(),
+        return snapshot(
+            name=self.name,
+            options=self.options,
+            psycopg_pool_stats=self.get_stats(),
+            usage=self._usage.snapshot(),
+            caches=self.cache_stats(),
             leaks=self._leaks.leaks if self._leaks is not None else 0,
             started_at=self.started_at,
             closed=self.closed,

@@ -4,14 +4,15 @@ psycopg_pool does the hard parts (sizing, growing and shrinking, reconnecting
 with backoff, ``max_lifetime``/``max_idle``, rolling back dirty returns). This
 subclass adds only what it lacks:
 
-* a liveness check at checkout that costs no round trip (see ``_health``), and
+* a liveness check at checkout that costs no round trip (``_conn.liveness``), and
   skips psycopg_pool's retry backoff, so that after a server restart the dead
   idle connections are discarded in microseconds instead of seconds;
 * errors that say which pool, how full it is and how many clients wait;
-* connections returned in autocommit mode, so the next user starts clean;
+* connections returned clean (``_conn.reset``): rolled back, in autocommit,
+  reset if asked, and closed when they can't be cleaned in time;
 * a draining ``stop()`` and a prepared-statement ``clear_prepared()``;
 * fork safety: a pool never touches sockets it inherited from its parent;
-* a maintenance thread (see ``_maintenance``): background health sweeps,
+* a maintenance thread (``maintenance``): background health sweeps,
   leak detection, and reconnection within half a second of a server's return;
 * ``max_lifetime`` enforced at checkout too, not only on return.
 """
@@ -19,8 +20,6 @@ subclass adds only what it lacks:
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -31,16 +30,15 @@ import psycopg_pool
 from psycopg.pq import TransactionStatus
 
 from .. import _compat
-from .._config.options import MAXIMA, PoolOptions
-from .._conn import reset, statements
+from .._config.options import PoolOptions
+from .._conn import reset
 from .._conn.liveness import expired, is_alive
 from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
-from .leaks import LeakDetector
-from .maintenance import Maintainer
-from .stats import PoolStats, exhausted_message, pool_stats_of
-from .usage import Usage
+from .base import PoolBase, checkout_timeout, wait_at_most
+from .statement_caches import StatementCaches
+from .stats import PoolStats, exhausted_message, snapshot
 
 logger = logging.getLogger("selecto_pool.pool")
 
@@ -54,19 +52,13 @@ TCP_KEEPALIVE_DEFAULTS = {
     "keepalives_count": 3,
 }
 
-_VANISHED_BEFORE_STOP = 3
-# The longest wait at checkout or close: longer ones overflow threading's.
-_LONGEST_CHECKOUT = MAXIMA["checkout_timeout"]
+# The longest wait at checkout: a longer one overflows threading's.
 # How long a background look at idle connections waits to take one before
 # giving up (the pool got busy: whoever took the connection checks it anyway).
 _TAKE_IDLE_TIMEOUT = 0.01
 
 
-def _wait_at_most(timeout: float) -> float:
-    return min(timeout, _LONGEST_CHECKOUT) if timeout >= 0 else 0.0  # NaN: 0
-
-
-class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
+class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
     """A process-local pool of psycopg connections to one database."""
 
     def __init__(
@@ -80,33 +72,25 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         check: Callable[[Connection], Any] | None = None,
         target: Any = None,
     ):
-        self.options = options
-        #: What the pool connects to; the registry replaces a pool whose
-        #: target no longer matches the settings (e.g. the test database).
-        self.target = target
-        self.owner_pid = os.getpid()
-        forks.watch()
-        self._born_in = forks.current()
-        self.started_at = time.time()
-        self._extra_configure = configure
         connection_class, self._outage = connection_class_for(
             name, options.login_retry_max
         )
-        self._close_callbacks: list[Callable[[], None]] = []
-        # Set when prepared statements turn out not to survive (see
-        # _statements): connections are handed out with preparing off.
-        self._preparing_stopped = False
-        self._vanished = 0
-        self._usage = Usage()
-        self._draining = False
-        # Guards the statement bookkeeping below, off the hot path
-        # (psycopg_pool's own lock is self._lock).
-        self._bookkeeping = threading.Lock()
-        # Connections remember the clear_prepared() generation they are at.
-        self._generation = 0
-        self._conn_generation: weakref.WeakKeyDictionary[Connection, int] = (
-            weakref.WeakKeyDictionary()
+        self._init_base(
+            name,
+            options,
+            target,
+            run_task=weakref.WeakMethod(self.run_task),
+            retry_delay=self._outage.retry_delay,
         )
+        self._extra_configure = configure
+        # Cleaning a returned connection may take as long as opening one.
+        self._cleaner = reset.Cleaner(
+            name,
+            reset=options.reset,
+            reconfigure=configure,
+            timeout=options.connection_timeout,
+        )
+        self._caches = StatementCaches(name, options)
         super().__init__(
             conninfo,
             connection_class=connection_class,
@@ -120,21 +104,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             timeout=options.checkout_timeout,
             max_lifetime=options.max_lifetime,
             max_idle=options.max_idle,
-        )
-        # Nothing is recorded at checkout unless leak detection is on.
-        self._leaks = (
-            LeakDetector(name, options.leak_detection_threshold)
-            if options.leak_detection_threshold
-            else None
-        )
-        # Weak callbacks: an abandoned pool can still be garbage-collected.
-        self._maintainer = Maintainer(
-            name,
-            options.health_check_interval,
-            self._leaks,
-            sweep=weakref.WeakMethod(self.sweep_idle),
-            run_task=weakref.WeakMethod(self.run_task),
-            retry_delay=self._outage.retry_delay,
+            max_waiting=options.max_waiting,
+            num_workers=options.num_workers,
+            reconnect_timeout=options.reconnect_timeout,
+            reconnect_failed=options.reconnect_failed,
         )
 
     # -- checkout and checkin ---------------------------------------------
@@ -142,10 +115,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         """Hand out a live connection, or raise ``CheckoutTimeout``."""
         if self._born_in != forks.current() or self._draining:
             self._refuse_if_unusable()
-        if timeout is None:
-            timeout = self.timeout
-        elif not timeout <= _LONGEST_CHECKOUT:  # NaN too
-            raise ValueError(f"checkout timeout {timeout!r}: at most 86400 s")
+        timeout = self.timeout if timeout is None else checkout_timeout(timeout)
         started = time.monotonic()
         self._usage.start_waiting()
         try:
@@ -161,15 +131,29 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         except BaseException:
             self._usage.stop_waiting()
             raise
-        if self._preparing_stopped:
+        if self._caches.preparing_stopped:
             conn.prepare_threshold = None
         self._usage.checked_out((time.monotonic() - started) * 1000.0)
         if self._leaks is not None:
             self._leaks.checked_out(conn)
         return conn
 
-    def putconn(self, conn: Connection) -> None:
-        """Take a connection back, clean: no transaction, autocommit on."""
+    def getconn_if_idle(self) -> Connection | None:
+        """An idle live connection now, or None: never waits, never grows the pool."""
+        if self._born_in != forks.current() or self._draining:
+            self._refuse_if_unusable()
+        while True:
+            conn: Connection | None = _compat.take_ready(self)
+            if conn is None or self._vet(conn):
+                break
+        if conn is not None:
+            self._usage.start_waiting()
+            self._usage.checked_out(None)
+        return conn
+
+    def putconn(self, conn: Connection, *, reset: bool = True) -> None:
+        """Take a connection back, clean: no transaction, autocommit on (and
+        reset, unless ``reset=False``: /health/db's SELECT 1 changed nothing)."""
         if self._born_in != forks.current():
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
@@ -183,34 +167,27 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:
-            self._clean(conn)
+            try:
+                if not self.closed:  # else psycopg_pool closes it
+                    self._clean(conn, returned=True, with_reset=reset)
+            except BaseException:
+                # Interrupted (KeyboardInterrupt...): closed, and given back all
+                # the same, or psycopg_pool counts it as checked out for good.
+                conn.close()
+                super().putconn(conn)
+                raise
             super().putconn(conn)
         finally:
             self._usage.checked_in()
 
     # -- lifecycle -----------------------------------------------------------
-    def stop(self, timeout: float = 5.0) -> None:
-        """Refuse new checkouts, wait up to ``timeout`` for checkins, close."""
-        deadline = time.monotonic() + _wait_at_most(timeout)
-        self._draining = True
-        still_out = self._usage.wait_for_returns(deadline)
-        if still_out:
-            logger.warning(
-                "stopping pool %r with %d connection(s) still checked out; "
-                "they are closed when returned",
-                self.name,
-                still_out,
-            )
-        self.close(timeout=max(deadline - time.monotonic(), 0.1))
-
     def clear_prepared(self) -> int:
         """Deallocate prepared statements on every connection of the pool.
 
         Idle connections are cleared now; checked-out ones when returned.
         Returns how many connections that is.
         """
-        with self._bookkeeping:
-            self._generation += 1
+        self._caches.clear_all()
         self._each_idle(self._clean)
         return int(self.get_stats().get("pool_size", 0))
 
@@ -227,7 +204,15 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             # psycopg_pool's lock for it.
             return
         _compat.check()
-        super().open(wait=wait, timeout=timeout)
+        try:
+            super().open(wait=wait, timeout=timeout)
+        except psycopg_pool.PoolClosed:
+            # Closed by hand (close(), not stop_pool()): as Django's native
+            # pool, it stays the alias's; say what builds a new one.
+            raise PoolClosed(
+                f"pool {self.name!r} was closed; stop_pool() or the ORM's "
+                "close_pool() lets the next query build a new one"
+            ) from None
         self._maintainer.start()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -236,7 +221,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             return
         for callback in self._close_callbacks:
             callback()
-        timeout = _wait_at_most(timeout)
+        timeout = wait_at_most(timeout)
         self._maintainer.stop(timeout)
         super().close(timeout)
 
@@ -250,23 +235,8 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
             super().schedule_task(task, delay)
 
     def statements_vanished(self) -> None:
-        """A connection lost prepared statements it did not deallocate.
-
-        Once may be someone's DEALLOCATE; a few times means they don't survive
-        (a transaction-mode PgBouncer): connections are handed out with
-        preparing off from then on.
-        """
-        with self._bookkeeping:
-            self._vanished += 1
-            stop = self._vanished == _VANISHED_BEFORE_STOP
-        if stop:
-            self._preparing_stopped = True
-            logger.warning(
-                "pool %r stops preparing statements: prepared statements vanish "
-                "from the server (a PgBouncer in transaction mode? set the pool "
-                "option pgbouncer='transaction')",
-                self.name,
-            )
+        """A connection lost prepared statements it did not deallocate."""
+        self._caches.vanished()
 
     @property
     def outage(self) -> OutageLog:
@@ -275,18 +245,18 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
         paces attempts) and waits ``outage.retry_delay()`` between them."""
         return self._outage
 
-    def add_close_callback(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` when the pool closes (e.g. stop its responder)."""
-        self._close_callbacks.append(callback)
+    def track_cursor(self, conn: Connection, cursor: Any) -> None:
+        """Close the named ``cursor`` when ``conn`` is returned, if still open."""
+        self._cleaner.track_cursor(conn, cursor)
 
     # -- introspection ----------------------------------------------------
     def stats(self) -> PoolStats:
-        return pool_stats_of(
-            self.name,
-            self.options,
-            self.get_stats(),
-            self._usage.snapshot(),
-            self.cache_stats(),
+        return snapshot(
+            name=self.name,
+            options=self.options,
+            psycopg_pool_stats=self.get_stats(),
+            usage=self._usage.snapshot(),
+            caches=self.cache_stats(),
             leaks=self._leaks.leaks if self._leaks is not None else 0,
             started_at=self.started_at,
             closed=self.closed,
@@ -294,56 +264,44 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection]):
 
     # -- internals -----------------------------------------------------------
     def _configure_new(self, conn: Connection) -> None:
-        self._conn_generation[conn] = self._generation
         # Off unless the cache is on (psycopg's default would prepare), and
         # off while Django configures the session: those run once.
         conn.prepare_threshold = None
         if self._extra_configure:
             self._extra_configure(conn)
-        if self.options.prepares and not self._preparing_stopped:
-            statements.install(
-                conn,
-                cache_size=self.options.prepared_statement_cache_size,
-                cache_bytes=self.options.prepared_statement_cache_mib * 2**20,
-                threshold=self.options.prepare_threshold or 0,
-                on_vanished=self.statements_vanished,
-            )
+        self._caches.install(conn)
+        self._cleaner.configured(conn)
 
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""
-        caches = []
-        for conn in list(self._conn_generation.keys()):
-            cache = statements.cache_of(conn)
-            if cache is not None and not conn.closed:
-                caches.append(
-                    {"backend_pid": conn.info.backend_pid, **cache.snapshot()}
-                )
-        return caches
+        return self._caches.snapshot()
 
-    def _refuse_if_unusable(self) -> None:
-        if self._born_in != forks.current():
-            raise PoolClosed(
-                f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
-                "process gets its own pool from get_pool() or the ORM"
-            )
-        if self._draining:
-            raise PoolClosed(f"pool {self.name!r} is stopping")
-
-    def _clean(self, conn: Connection) -> None:
+    def _clean(
+        self, conn: Connection, *, returned: bool = False, with_reset: bool = True
+    ) -> None:
+        """Clean ``conn`` or close it; ``returned`` by a borrower: reset it too."""
         status = conn.pgconn.transaction_status
-        generation = self._conn_generation.get(conn, -1)
+        if status == TransactionStatus.IDLE and not conn.pgconn.pipeline_status:
+            self._cleaner.restore_client_state(conn)  # else in clean(), or closed
+        current = self._caches.is_current(conn)
+        resets = returned and with_reset and self._cleaner.resets
+        cursors = self._cleaner.open_cursors(conn) if returned else []
         if (
             status == TransactionStatus.IDLE
             and conn.autocommit
-            and generation == self._generation
+            and current
+            and not resets
+            and not cursors
+            and not conn.pgconn.pipeline_status
         ):
             return  # the common case: nothing to reset
         if status in reset.IN_TRANSACTION and not conn.closed:
             self._usage.count(usage.ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
-        deallocate = generation < self._generation
-        if reset.clean(conn, deallocate=deallocate, pool_name=self.name):
-            self._conn_generation[conn] = self._generation
+        if self._cleaner.clean(
+            conn, deallocate=not current, reset=resets, cursors=cursors
+        ):
+            self._caches.cleared(conn)
 
     def _vet(self, conn: Connection) -> bool:
         """True if ``conn`` may be handed out; if not, it is discarded."""

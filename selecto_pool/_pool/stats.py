@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from .._conn.statements import CACHE_COUNTERS
-from . import usage
-from .usage import UsageSnapshot
+from .usage import CHECKOUTS, REPLACED, ROLLBACKS, TIMEOUTS, UsageSnapshot
 
 
 @dataclass(frozen=True)
@@ -69,39 +69,40 @@ class PoolStats:
         return dataclasses.asdict(self)
 
 
-def pool_stats_of(
+def snapshot(
+    *,
     name: str,
     options: PoolOptions,
-    raw: dict[str, int],
-    now: UsageSnapshot,
+    psycopg_pool_stats: Mapping[str, int],
+    usage: UsageSnapshot,
     caches: list[dict[str, int]],
-    *,
     leaks: int,
     started_at: float,
     closed: bool,
 ) -> PoolStats:
-    """A pool's ``PoolStats`` from psycopg_pool's counters (``raw``), its
-    ``Usage`` and its connections' caches: the sync and async pools' alike."""
+    """One pool's ``PoolStats``, from psycopg_pool's ``get_stats()`` (public
+    keys), the pool's own usage counters and its connections' caches."""
+    raw = psycopg_pool_stats
     connections = raw.get("pool_size", 0)
-    counts = now.counts
+    counts = usage.counts
     return PoolStats(
         name=name,
         pool_size=options.pool_size,
         max_overflow=options.max_overflow,
         connections=connections,
         idle=raw.get("pool_available", 0),
-        in_use=now.in_use,
+        in_use=usage.in_use,
         overflow=max(connections - options.pool_size, 0),
-        waiting=now.waiting,
-        checkouts=counts[usage.CHECKOUTS],
-        checkout_timeouts=counts[usage.TIMEOUTS],
+        waiting=usage.waiting,
+        checkouts=counts[CHECKOUTS],
+        checkout_timeouts=counts[TIMEOUTS],
         connection_errors=raw.get("connections_errors", 0),
-        connections_replaced=counts[usage.REPLACED] + raw.get("connections_lost", 0),
-        rollbacks_on_return=counts[usage.ROLLBACKS],
+        connections_replaced=counts[REPLACED] + raw.get("connections_lost", 0),
+        rollbacks_on_return=counts[ROLLBACKS],
         connections_opened=raw.get("connections_num", 0)
         - raw.get("connections_errors", 0),
-        checkout_wait_p50_ms=percentile(now.waits, 50),
-        checkout_wait_p99_ms=percentile(now.waits, 99),
+        checkout_wait_p50_ms=percentile(usage.waits, 50),
+        checkout_wait_p99_ms=percentile(usage.waits, 99),
         started_at=started_at,
         **cache_totals(caches),
         leaks=leaks,

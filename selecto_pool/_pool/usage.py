@@ -56,12 +56,14 @@ class Usage:
             if outcome is not None:
                 self._counts[outcome] += 1
 
-    def checked_out(self, waited_ms: float) -> None:
+    def checked_out(self, waited_ms: float | None) -> None:
+        """None: a checkout that never waited, not one of the clients' waits."""
         with self._lock:
             self._waiting -= 1
             self._in_use += 1
             self._counts[CHECKOUTS] += 1
-            self._waits.append(waited_ms)
+            if waited_ms is not None:
+                self._waits.append(waited_ms)
 
     def checked_in(self) -> None:
         with self._lock:

@@ -17,20 +17,22 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from .._pool.abc import Pool
 from .._pool.async_pool import AsyncSelectoPool
-from .._pool.pool import SelectoPool
 from . import shutdown
 
-#: A pool of the direct API: ``start_pool()``'s or ``astart_pool()``'s.
-DirectPool = SelectoPool | AsyncSelectoPool
+P = TypeVar("P", bound=Pool)
+#: A pool of the direct API: ``start_pool()``'s (either adapter) or
+#: ``astart_pool()``'s, whose methods are coroutines (not a ``Pool``).
+DirectPool = Pool | AsyncSelectoPool
 
 # Re-entrant: a pool factory may register its fork callback while we build it.
 _lock = threading.RLock()
-_pools: dict[str, SelectoPool] = {}
+_pools: dict[str, Pool] = {}
 # Pools inherited from a parent process: referenced, never used or closed.
-_inherited: list[DirectPool] = []
+_inherited: list[Pool | AsyncSelectoPool] = []
 _after_fork_callbacks: list[Callable[[], None]] = []
 _fork_hook_installed = False
 # Bumped whenever a pool is added, replaced or forgotten, so that a Django
@@ -42,13 +44,11 @@ _direct: weakref.WeakSet[DirectPool] = weakref.WeakSet()
 _exit_hook_installed = False
 
 
-def get_or_create(
-    alias: str, target: Any, factory: Callable[[], SelectoPool]
-) -> SelectoPool:
+def get_or_create(alias: str, target: Any, factory: Callable[[], P]) -> P:
     """The pool of ``alias``, built by ``factory`` if missing or out of date."""
     pool = _pools.get(alias)
     if pool is not None and pool.target == target:
-        return pool
+        return cast(P, pool)
     stale = None
     with _lock:
         _install_fork_hook()
@@ -61,7 +61,7 @@ def get_or_create(
     if stale is not None:
         # Connections still checked out are closed when they come back.
         stale.close(timeout=1.0)
-    return pool
+    return cast(P, pool)
 
 
 def _bump() -> None:
@@ -69,11 +69,11 @@ def _bump() -> None:
     version += 1
 
 
-def get(alias: str) -> SelectoPool | None:
+def get(alias: str) -> Pool | None:
     return _pools.get(alias)
 
 
-def discard(alias: str, pool: SelectoPool | None = None) -> SelectoPool | None:
+def discard(alias: str, pool: Pool | None = None) -> Pool | None:
     """Forget the pool of ``alias`` (only if it is ``pool``, when given)."""
     with _lock:
         current = _pools.get(alias)
@@ -83,11 +83,11 @@ def discard(alias: str, pool: SelectoPool | None = None) -> SelectoPool | None:
         return _pools.pop(alias)
 
 
-def alias_of(pool: SelectoPool) -> str | None:
+def alias_of(pool: Pool) -> str | None:
     return next((alias for alias, known in _pools.items() if known is pool), None)
 
 
-def all_pools() -> dict[str, SelectoPool]:
+def all_pools() -> dict[str, Pool]:
     return dict(_pools)
 
 

@@ -22,12 +22,12 @@ from .._pool.async_exit import stop_at_exit
 from .._pool.async_pool import AsyncSelectoPool
 
 if TYPE_CHECKING:
-    from .._pool.pool import SelectoPool
+    from .._pool.abc import Pool
 
 logger = logging.getLogger("selecto_pool.pool")
 
 
-def stop_pools(pools: Iterable[SelectoPool | AsyncSelectoPool]) -> None:
+def stop_pools(pools: Iterable[Pool | AsyncSelectoPool]) -> None:
     """Drain and close the open ``pools`` this process owns (not inherited ones)."""
     owned = [
         pool for pool in pools if pool.owner_pid == os.getpid() and not pool.closed

@@ -9,26 +9,36 @@ the settings it was built from change (the test database) or after ``fork()``.
 
 from __future__ import annotations
 
-from typing import Any, cast
+import logging
+from typing import Any
 
+import psycopg
 import psycopg_pool
 from django.conf import settings
 from django.db import connections
-from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
 from django.db.utils import DatabaseErrorWrapper
 from django.utils.functional import cached_property
 
 from .. import _compat
 from .._compat import pool_of
-from .._config.options import OPTION_NAMES, PoolOptions, resolve_options
+from .._config.flat_keys import check_flat_keys
+from .._config.options import (
+    POOL_KEYS,
+    PoolOptions,
+    resolve_options,
+)
 from .._pool.pool import SelectoPool
 from .._process import registry
 from .._process.control import Responder
 from ..errors import PoolError
 from .creation import DatabaseCreation
 from .cursor import SelectoCursor
+from .features import DatabaseFeatures
 from .operations import DatabaseOperations
+from .pooled import AliasPoolMixin
+
+logger = logging.getLogger("selecto_pool.pool")
 
 
 class _PoolErrorsPassThrough(DatabaseErrorWrapper):
@@ -44,10 +54,11 @@ class _PoolErrorsPassThrough(DatabaseErrorWrapper):
         super().__exit__(exc_type, exc_value, traceback)
 
 
-class DatabaseWrapper(postgresql.DatabaseWrapper):
+class DatabaseWrapper(AliasPoolMixin[SelectoPool], postgresql.DatabaseWrapper):
     """A PostgreSQL ``DatabaseWrapper`` whose connections come from the pool."""
 
     creation_class = DatabaseCreation
+    features_class = DatabaseFeatures
     ops_class = DatabaseOperations
 
     @cached_property
@@ -57,33 +68,15 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @cached_property
     def pool_options(self) -> PoolOptions:
         """The validated options of this alias (read once, settings are lazy)."""
-        return resolve_options(
+        options = resolve_options(
             self.alias, self.settings_dict, getattr(settings, "SELECTO_POOL", None)
         )
-
-    @property
-    def pool(self) -> SelectoPool | None:
-        # Overridden: Django reads OPTIONS["pool"] as psycopg_pool arguments and
-        # keeps one pool per class; ours has its own options and registry.
-        # Django asks for the pool several times per checkout: keep it at hand
-        # until the registry changes or the database NAME does (test setup).
-        cached = self.__dict__.get("_pool_at_hand")
-        name = self.settings_dict["NAME"]
-        if cached is not None and cached[0] == registry.version and cached[1] == name:
-            return cast(SelectoPool, cached[2])
-        if self.alias == NO_DB_ALIAS or not self.pool_options.enabled:
-            return None
-        pool = registry.get_or_create(self.alias, self._pool_target(), self._new_pool)
-        self.__dict__["_pool_at_hand"] = (registry.version, name, pool)
-        return pool
+        check_flat_keys(self.alias, self.settings_dict)
+        return options
 
     def close_pool(self) -> None:
-        # Overridden so that closing never creates a pool just to close it.
-        pool = registry.discard(self.alias)
-        if pool is not None:
-            pool.close()
-        self.__dict__.pop("pool_options", None)
-        self.__dict__.pop("_pool_at_hand", None)
+        # Overridden to forget the connection parameters kept at hand too.
+        super().close_pool()
         self.__dict__.pop("_params_at_hand", None)
 
     def _set_autocommit(self, autocommit: bool) -> None:
@@ -92,6 +85,28 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # psycopg's setter costs a generator round even when nothing changes.
         if self.connection.autocommit != autocommit:
             super()._set_autocommit(autocommit)  # type: ignore[misc]
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        cursor = super().create_cursor(name)
+        # Overridden: a named cursor (.iterator()) still open when the
+        # connection goes back to the pool is closed there, as it would be
+        # with the connection unpooled (see SelectoPool.track_cursor).
+        if name is not None and (pool := self.pool) is not None:
+            pool.track_cursor(self.connection, cursor)
+        return cursor
+
+    def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
+        # Overridden: Django composes SET ROLE with compose_sql(), i.e. with
+        # a cursor of this wrapper's connection, which for a pooled
+        # connection being configured means checking out another one (a
+        # deadlock with one connection; another thread's wrapper otherwise).
+        # The same statement, composed on the connection being configured.
+        if new_role := self.settings_dict["OPTIONS"].get("assume_role"):
+            sql = psycopg.ClientCursor(connection).mogrify("SET ROLE %s", [new_role])
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+            return True
+        return False
 
     def get_connection_params(self) -> dict[str, Any]:
         # Overridden to keep selecto_pool's keys away from libpq. Django also
@@ -112,7 +127,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     def _connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
-        for name in OPTION_NAMES:
+        for name in POOL_KEYS:
             params.pop(name, None)
         # psycopg's prepare_threshold, as Django passes it (None: never).
         # Pooled connections get the cache's in the pool's configure step;
@@ -123,14 +138,25 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         params.setdefault("connect_timeout", self.pool_options.connection_timeout)
         return params
 
-    def _pool_target(self) -> tuple[Any, ...]:
-        settings_dict = self.settings_dict
-        return (
-            settings_dict["NAME"],
-            settings_dict["USER"],
-            settings_dict["HOST"],
-            settings_dict["PORT"],
-        )
+    def pooled_cursor_class(self) -> type[psycopg.Cursor[Any]]:
+        """The cursor class of pooled connections that prepare statements.
+
+        A subclass may wrap it: ``selecto_pool.backend.prometheus`` counts
+        queries with django-prometheus's cursor class around it.
+        """
+        return SelectoCursor
+
+    def _checkout_check(self) -> Any:
+        """psycopg_pool's check at checkout, on top of the free liveness test.
+
+        As Django 6.1's native pool: OPTIONS' ``check`` if set (None: none),
+        else ``check_connection`` (a round trip) with CONN_HEALTH_CHECKS.
+        """
+        if "check" in self.pool_options.explicit:
+            return self.pool_options.check
+        if self.settings_dict["CONN_HEALTH_CHECKS"]:
+            return psycopg_pool.ConnectionPool.check_connection
+        return None
 
     def _new_pool(self) -> SelectoPool:
         _compat.check(django=True)
@@ -139,16 +165,19 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # Pooled connections rest in autocommit; Django sets its mode on checkout.
         kwargs["autocommit"] = True
         if self.pool_options.prepares:
-            kwargs["cursor_factory"] = SelectoCursor
-        # CONN_HEALTH_CHECKS adds psycopg_pool's round-trip check at checkout
-        # (as with Django's native pool) to the pool's own free liveness test.
-        health_checks = self.settings_dict["CONN_HEALTH_CHECKS"]
+            kwargs["cursor_factory"] = self.pooled_cursor_class()
+        options = self.pool_options
+        for place, why in options.ignored:
+            logger.warning(
+                "pool %r: %s has no effect with selecto_pool: %s",
+                self.alias,
+                place,
+                why,
+            )
         pool = SelectoPool(
             name=self.alias,
-            check=psycopg_pool.ConnectionPool.check_connection
-            if health_checks
-            else None,
-            options=self.pool_options,
+            check=self._checkout_check(),
+            options=options,
             kwargs=kwargs,
             configure=_compat.configure_hook(self),
             target=self._pool_target(),

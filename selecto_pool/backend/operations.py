@@ -25,5 +25,8 @@ class DatabaseOperations(postgresql.DatabaseOperations):
             try:
                 return str(self.compose_sql(*executed))
             except errors.DataError:
-                return None
+                # Values that can't be inlined (a NUL byte), which failed to
+                # run too: whatever the installed Django shows for them (None
+                # up to 6.0, "QUERY = ... - PARAMS = ..." from 6.1).
+                pass
         return super().last_executed_query(cursor, sql, params)

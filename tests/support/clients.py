@@ -8,7 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from django.db import connections
+
+import selecto_pool as sp
+from selecto_pool import CheckoutTimeout
 
 
 def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
@@ -103,3 +107,12 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> float:
         assert time.monotonic() - started < timeout, "condition not met in time"
         time.sleep(0.005)
     return time.monotonic() - started
+
+
+def timed_out_checkout(pool: Any) -> tuple[float, str]:
+    """A checkout of ``pool`` that must raise ``CheckoutTimeout``: the seconds
+    it waited, and the error's message."""
+    started = time.monotonic()
+    with pytest.raises(CheckoutTimeout) as info:
+        sp.checkout(pool)
+    return time.monotonic() - started, str(info.value)

@@ -8,11 +8,12 @@ their own (``LocalPostgres`` in a fixture), never the shared one.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psycopg
 
@@ -101,3 +102,22 @@ def stopped(server: LocalPostgres) -> bool:
 
 def wait_until_stopped(server: LocalPostgres, timeout: float = 30) -> None:
     clients.wait_for(lambda: not (server.data_dir / "postmaster.pid").exists(), timeout)
+
+
+@contextlib.contextmanager
+def login_role(server: LocalPostgres, name: str, password: str) -> Iterator[None]:
+    """A role that may log in to ``server`` with ``password``, for the block;
+    its sessions are ended and the role dropped afterwards."""
+    with psycopg.connect(**server.conninfo(), autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {name}")
+        conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+    try:
+        yield
+    finally:
+        with psycopg.connect(**server.conninfo(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE usename = %s",
+                [name],
+            )
+            conn.execute(f"DROP ROLE {name}")

@@ -7,7 +7,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ..._ops.commands import add_common_arguments, ask, pooled_aliases
+from ..._ops.commands import (
+    MYSQL_CLEAR_NOTE,
+    add_common_arguments,
+    ask,
+    local_only,
+    pooled_aliases,
+    rejected_note,
+)
 from ..._process import registry
 
 
@@ -21,9 +28,11 @@ class Command(BaseCommand):
         add_common_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        processes = connections = 0
+        processes = connections = rejected = 0
         silent: list[dict[str, Any]] = []
         for alias in pooled_aliases(options["database"]):
+            if local_only(alias):
+                self.stderr.write(MYSQL_CLEAR_NOTE.format(alias=alias))
             if options["local"]:
                 pool = registry.get(alias)
                 if pool is not None:
@@ -36,11 +45,15 @@ class Command(BaseCommand):
             processes += len(gathered.answers)
             connections += sum(answer["cleared"] for answer in gathered.answers)
             silent += gathered.silent
+            rejected += gathered.rejected
+        if rejected:
+            self.stderr.write(rejected_note(rejected))
         if options["json"]:
             report = {
                 "processes": processes,
                 "connections": connections,
                 "silent": silent,
+                "rejected_replies": rejected,
             }
             self.stdout.write(json.dumps(report))
             return

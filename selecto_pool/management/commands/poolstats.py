@@ -6,13 +6,25 @@ import json
 import os
 import socket
 import time
+from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from ..._ops import report
-from ..._ops.commands import add_common_arguments, ask, pooled_aliases
+from ..._ops.commands import (
+    MYSQL_NOTE,
+    add_common_arguments,
+    ask,
+    local_only,
+    pooled_aliases,
+    rejected_note,
+)
+from ..._ops.rates import Rates
 from ..._process import registry
+
+_LONGEST_WATCH = 86_400.0
 
 
 class Command(BaseCommand):
@@ -27,24 +39,44 @@ class Command(BaseCommand):
             "--watch",
             type=float,
             metavar="SECONDS",
-            help="Print again every SECONDS until interrupted.",
+            help="Print again every SECONDS until interrupted, with the time "
+            "and per-second rates of checkouts, timeouts and errors.",
+        )
+        parser.add_argument(
+            "--wide",
+            action="store_true",
+            help="Every column (overflow, median wait, reconnects, the "
+            "statement cache, age), not only those fitting 100 columns.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["watch"] is not None and options["watch"] <= 0:
-            raise CommandError("--watch takes a number of seconds > 0")
+        watch = options["watch"]
+        if watch is not None and not (0 < watch <= _LONGEST_WATCH):  # NaN too
+            raise CommandError("--watch takes a number of seconds > 0, at most 86400")
+        table = report.Table(wide=options["wide"], rates=watch is not None)
+        rates = Rates() if watch is not None else None
+        if not options["local"]:
+            for alias in pooled_aliases(options["database"]):
+                if local_only(alias):
+                    self.stderr.write(MYSQL_NOTE.format(alias=alias))
         try:
             while True:
-                self._print(self._collect(options), as_json=options["json"])
-                if options["watch"] is None:
+                rows, rejected = self._collect(options)
+                if rates is not None:
+                    rates.add(rows, time.monotonic())
+                answered = self._print(rows, rejected, table, options)
+                if watch is None:
+                    if not answered:
+                        raise CommandError(_nobody_answered(rows, rejected, options))
                     return
                 self.stdout.flush()
-                time.sleep(options["watch"])
+                time.sleep(watch)
         except KeyboardInterrupt:
             return  # the way to end --watch
 
-    def _collect(self, options: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = []
+    def _collect(self, options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+        """One row per process and alias; how many replies were rejected."""
+        rows, rejected = [], 0
         for alias in pooled_aliases(options["database"]):
             if options["local"]:
                 pool = registry.get(alias)
@@ -55,19 +87,92 @@ class Command(BaseCommand):
                     )
                 continue
             gathered = ask(alias, "stats", options["timeout"])
+            rejected += gathered.rejected
             for answer in gathered.answers:
                 rows.append(
                     report.row(answer["host"], answer["pid"], alias, answer["stats"])
                 )
             for silent in gathered.silent:
                 rows.append(report.silent_row(silent["host"], silent["pid"], alias))
-        return rows
+        return rows, rejected
 
-    def _print(self, rows: list[dict[str, Any]], as_json: bool) -> None:
+    def _print(
+        self,
+        rows: list[dict[str, Any]],
+        rejected: int,
+        table: report.Table,
+        options: dict[str, Any],
+    ) -> bool:
+        """Print one round; whether any process answered."""
         totals = report.totals(rows)
-        if as_json:
-            self.stdout.write(json.dumps({"processes": rows, "totals": totals}))
-        elif not rows:
-            self.stdout.write("No process with a selecto_pool pool answered.")
-        else:
-            self.stdout.write(report.table(rows, totals))
+        now = datetime.now().astimezone()
+        if rejected:
+            self.stderr.write(rejected_note(rejected))
+        if options["json"]:
+            output = {
+                "time": now.isoformat(timespec="seconds"),
+                "processes": rows,
+                "totals": totals,
+                "rejected_replies": rejected,
+            }
+            self.stdout.write(json.dumps(output))
+            return bool(totals["processes"])
+        watching = options["watch"] is not None
+        if not rows:
+            if watching:
+                self.stdout.write(f"{now:%H:%M:%S}  no process answered")
+            return False
+        first = table.widths is None
+        lines = table.render(rows, totals)
+        if first:
+            self.stdout.write(table.header())
+        if watching:
+            self.stdout.write(f"{now:%H:%M:%S}")
+        self.stdout.write("\n".join(lines))
+        return bool(totals["processes"])
+
+
+def _nobody_answered(
+    rows: list[dict[str, Any]], rejected: int, options: dict[str, Any]
+) -> str:
+    """Why no process may have answered, and what to look at."""
+    aliases = pooled_aliases(options["database"])
+    if options["local"]:
+        return (
+            "No pool in this process for "
+            f"{', '.join(map(repr, aliases)) or 'any alias'}: a pool opens at "
+            "the alias's first query (--local shows only this process)."
+        )
+    asked = "; ".join(_where(alias) for alias in aliases) or "no pooled alias"
+    lines = [f"No process answered ({asked})."]
+    if rows:
+        lines.append(
+            f"{len(rows)} process(es) should have answered within --timeout "
+            f"({options['timeout']:g} s) but did not: busy, stopped, or using "
+            "another SECRET_KEY? Try a longer --timeout."
+        )
+    else:
+        lines.append(
+            "No process has a control connection there. A process shows once "
+            "its pool has opened (at the alias's first query). Does it run "
+            "with pooling off (OPTIONS['pool'] = False) or control off, with "
+            "another ENGINE than selecto_pool.backend, or against another "
+            "database, host or role than the one above?"
+        )
+    if rejected:
+        lines.append(
+            f"{rejected} reply(ies) could not be verified: those processes may "
+            "use another SECRET_KEY."
+        )
+    return "\n".join(lines)
+
+
+def _where(alias: str) -> str:
+    """The alias's database, as settings name it (never the password)."""
+    settings_dict = connections[alias].settings_dict
+    host = settings_dict.get("HOST") or "local socket"
+    port = settings_dict.get("PORT")
+    return (
+        f"alias {alias!r}: database {settings_dict.get('NAME')!r} on "
+        f"{host}{f':{port}' if port else ''}"
+    )

@@ -1,0 +1,182 @@
+"""One MySQL or MariaDB connection (mysqlclient's ``MySQLdb``): what a pool needs.
+
+* **Liveness without a round trip.** MySQL sends nothing on an idle
+  connection unless it ends it (``wait_timeout``, ``KILL``, a shutdown: an
+  error packet and/or EOF), and has no notifications. So input waiting on the
+  socket of an idle connection means it is dead: a zero-timeout ``poll()`` of
+  mysqlclient's ``fileno()`` tells, at the cost of a system call.
+* **TCP keepalives**, which mysqlclient has no option for, are set on the
+  socket itself, so that a peer that vanished without a FIN shows as dead
+  (readable) within about a minute instead of hours.
+* **Reset on return**: rolled back when a transaction is open (known without
+  a round trip, see ``mysql_status``), autocommit restored.
+* **Fork safety.** mysqlclient has no fork check: a connection object freed
+  in a forked child says goodbye (``COM_QUIT``) on the socket it shares with
+  the parent, and the server ends the parent's session. ``detach()`` points
+  the child's copy of each descriptor at ``/dev/null`` instead.
+
+MySQLdb is imported when the first connection opens, never at import: a
+PostgreSQL-only project doesn't need mysqlclient installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from ..errors import ProbeTimeout
+from . import mysql_status
+from .liveness import _readable as readable
+
+logger = logging.getLogger("selecto_pool.pool")
+
+# The same keepalive timing as PostgreSQL connections (libpq's parameters).
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
+def _keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; macOS has TCP_KEEPALIVE
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
+class MySQLDriver:
+    """Opens, tests, resets and closes the MySQLdb connections of one pool."""
+
+    def __init__(
+        self,
+        pool_name: str,
+        kwargs: Mapping[str, Any],
+        configure: Callable[[Any], object] | None = None,
+    ):
+        self._pool_name = pool_name
+        self._kwargs = {**kwargs, "autocommit": True}
+        self._configure = configure
+        # The socket of each open connection, as (descriptor, inode): see
+        # detach(). Written by the opening threads, read after fork().
+        self._sockets: dict[int, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def connect(self) -> Any:
+        import MySQLdb
+
+        conn: Any = MySQLdb.connect(**self._kwargs)
+        try:
+            fd = conn.fileno()
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    _keepalive(sock)
+            with self._lock:
+                self._sockets[id(conn)] = (fd, os.fstat(fd).st_ino)
+            if self._configure is not None:
+                self._configure(conn)
+        except BaseException:
+            self.close(conn)
+            raise
+        return conn
+
+    def is_alive(self, conn: Any) -> bool:
+        if not conn.open:
+            return False
+        try:
+            return not readable(conn.fileno())
+        except Exception:  # closed meanwhile: mysqlclient's errors, OSError
+            return False
+
+    def reset(self, conn: Any) -> Literal["clean", "rolled back", "broken"]:
+        """Roll back an open transaction, restore autocommit; close if that fails.
+
+        Returns "clean", "rolled back" or "broken" (and closed).
+        """
+        import MySQLdb
+
+        if not conn.open:
+            self.close(conn)
+            return "broken"
+        try:
+            autocommit = conn.get_autocommit()
+            in_transaction = mysql_status.in_transaction(conn)
+            if autocommit and in_transaction is False:
+                return "clean"  # the common case: nothing to send
+            if in_transaction is not False:
+                # Open, or unknown (a client library other than MariaDB's):
+                # rolled back, as closing the connection would have.
+                conn.rollback()
+            if not autocommit:
+                conn.autocommit(True)
+        except MySQLdb.Error as exc:
+            logger.warning(
+                "discarding a connection of %r that could not be reset: %s",
+                self._pool_name,
+                type(exc).__name__,
+            )
+            self.close(conn)
+            return "broken"
+        return "rolled back" if in_transaction else "clean"
+
+    def ping(self, conn: Any) -> None:
+        """A round trip (``CONN_HEALTH_CHECKS``); raises if it fails."""
+        conn.ping()
+
+    def close(self, conn: Any) -> None:
+        with self._lock:
+            self._sockets.pop(id(conn), None)
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def detach(self) -> int:
+        """In a forked child: point every inherited socket at ``/dev/null``.
+
+        The parent keeps its connections; the child's copies of the objects
+        can then be freed (or used, and fail) without touching them. Only
+        descriptors that still hold the very socket opened (same inode) are
+        replaced. Returns how many were. Called with one thread alive, so no
+        lock is taken (another thread may have held it at fork time).
+        """
+        detached = 0
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for fd, inode in list(self._sockets.values()):
+                try:
+                    if os.fstat(fd).st_ino != inode:
+                        continue
+                    os.dup2(devnull, fd)
+                    detached += 1
+                except OSError:
+                    continue
+        finally:
+            os.close(devnull)
+        self._sockets.clear()
+        self._lock = threading.Lock()
+        return detached
+
+
+def select_one(conn: Any, deadline: float) -> None:
+    """``SELECT 1`` on ``conn``; ``ProbeTimeout`` if unanswered at ``deadline``.
+
+    mysqlclient's queries block without a client-side timeout (its
+    ``read_timeout`` is fixed at connect time); its ``send_query()`` and
+    ``read_query_result()`` split the round trip, so the wait for the answer
+    can be a ``poll()`` on the socket with the deadline.
+    """
+    conn.send_query(b"SELECT 1")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not poller.poll(remaining * 1000.0):
+        raise ProbeTimeout("no answer to the health probe's SELECT 1 in time")
+    conn.read_query_result()
+    result = conn.store_result()
+    if result is not None:
+        result.fetch_row(0)

@@ -1,0 +1,1 @@
+"""The MySQL and MariaDB ENGINE: ``"selecto_pool.backend.mysql"``."""
