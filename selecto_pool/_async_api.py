@@ -18,13 +18,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, TypeVar, overload
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 
 from ._api import Result, binds_server_side, inlined, pool_name, start_error
 from ._config.conninfo import connect_arguments
 from ._config.options import build_options
+from ._config.values import shown
 from ._conn import async_execution, execution
 from ._conn.async_execution import AsyncAttempt
 from ._pool.async_pool import AsyncConnection, AsyncSelectoPool
+from ._pool.mysql import MySQLPool
 from ._pool.pool import SelectoPool
 from ._process import registry
 
@@ -32,11 +35,26 @@ T = TypeVar("T")
 
 
 async def astart_pool(
-    config: str | Mapping[str, Any], *, name: str | None = None, **options: Any
+    config: str | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    adapter: str = "postgresql",
+    **options: Any,
 ) -> AsyncSelectoPool:
     """Start an async pool in the running event loop, checked with one
-    connection first (see ``start_pool()``: same arguments, same errors)."""
-    pool_options = build_options(**options)
+    connection first (see ``start_pool()``: same arguments, same errors).
+
+    PostgreSQL only: mysqlclient has no asyncio interface, so
+    ``adapter="mysql"`` is refused.
+    """
+    if adapter != "postgresql":
+        raise ImproperlyConfigured(
+            f"astart_pool() adapter = {shown(adapter)} is invalid: the async API "
+            "is for PostgreSQL only, expected 'postgresql'. For MySQL (mysqlclient "
+            "has no asyncio interface), call the sync API through sync_to_async(): "
+            "start_pool(config, adapter='mysql')."
+        )
+    pool_options = build_options("astart_pool()", **options)
     name = pool_name(name)
     kwargs = {
         "connect_timeout": pool_options.connection_timeout,
@@ -187,7 +205,8 @@ def _resolve(pool: AsyncSelectoPool) -> AsyncSelectoPool:
             "it (in the ASGI lifespan, say), or call the sync API through "
             "sync_to_async()"
         )
-    hint = ": use the sync functions for it" if isinstance(pool, SelectoPool) else ""
+    sync = isinstance(pool, (SelectoPool, MySQLPool))
+    hint = ": use the sync functions for it" if sync else ""
     raise TypeError(
         f"expected a pool from astart_pool(), got {type(pool).__name__}{hint}"
     )

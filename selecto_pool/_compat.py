@@ -107,6 +107,15 @@ def take_ready(pool: Any) -> Any:
     return conn
 
 
+async def atake_ready(pool: Any) -> Any:
+    """``take_ready()`` for an async pool (its lock is an asyncio one)."""
+    async with pool._lock:
+        conn = await pool._get_ready_connection(None)
+    if conn is not None:
+        conn._pool = pool
+    return conn
+
+
 #: The task psycopg_pool schedules to retry a failed connection attempt with
 #: a backoff; the pool hands it to its reconnect probe instead. The async
 #: pool's is a class of its own (its ``run()`` is a coroutine).
@@ -178,6 +187,7 @@ def _psycopg_problems() -> list[str]:
         (psycopg_pool.ConnectionPool, "_get_ready_connection"),
         (AddConnection, "run"),
         (psycopg_pool.AsyncConnectionPool, "schedule_task"),
+        (psycopg_pool.AsyncConnectionPool, "_get_ready_connection"),
         (psycopg_pool.AsyncConnectionPool, "run_task"),
         (AsyncAddConnection, "run"),
     ):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from typing import Any
 
 import psycopg
+import psycopg_pool
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -201,14 +203,75 @@ def test_a_task_cancelled_inside_a_transaction_rolls_it_back(
         {"pool_sizes": 3},
         {"control": True},
         {"pool_size": 0, "max_overflow": 0},
+        {"max_waiting": -1},
+        {"num_workers": 1000},
+        {"reconnect_timeout": "nan"},
+        {"check": "sometimes"},
+        {"reset": "everything"},
+        {"login_retry_max": 0.5},
     ],
 )
 def test_bad_options_are_refused_as_by_start_pool(options: dict[str, Any]) -> None:
+    """The same validation and messages, naming the function called."""
     with pytest.raises(ImproperlyConfigured) as sync:
         sp.start_pool("host=127.0.0.1", **options)
     with pytest.raises(ImproperlyConfigured) as from_async:
         asyncio.run(sp.astart_pool("host=127.0.0.1", **options))
-    assert str(from_async.value) == str(sync.value)
+    assert "astart_pool()" in str(from_async.value)
+    assert str(from_async.value) == str(sync.value).replace(
+        "start_pool()", "astart_pool()"
+    )
+
+
+def test_adapter_mysql_is_refused_with_the_way_to_do_it() -> None:
+    """mysqlclient has no asyncio interface: the async API is PostgreSQL's."""
+    with pytest.raises(ImproperlyConfigured) as info:
+        asyncio.run(
+            sp.astart_pool("mysql://app:hunter2@127.0.0.1/app", adapter="mysql")
+        )
+    message = str(info.value)
+    assert "astart_pool() adapter = 'mysql' is invalid" in message
+    assert "'postgresql'" in message and "sync_to_async()" in message
+    assert "hunter2" not in message
+
+
+def test_psycopg_pools_options_apply_as_with_start_pool(
+    transactional_db: None,
+) -> None:
+    """max_waiting, num_workers, check and reconnect_timeout reach
+    psycopg_pool, as start_pool()'s do (the async pool ignored them)."""
+    checked: list[int] = []
+
+    async def check(conn: Any) -> None:
+        checked.append(conn.info.backend_pid)
+        await conn.execute("")
+
+    async def scenario() -> None:
+        async with async_pool(
+            conninfo_of("default"),
+            pool_size=1,
+            max_overflow=0,
+            max_waiting=1,
+            num_workers=2,
+            check=check,
+        ) as pool:
+            assert (pool.num_workers, pool.reconnect_timeout) == (2, math.inf)
+            held = await sp.acheckout(pool)
+            assert checked == [held.info.backend_pid]
+            waiter = asyncio.create_task(sp.acheckout(pool, timeout=5))
+            await until(lambda: sp.pool_stats(pool).waiting == 1)
+            with pytest.raises(psycopg_pool.TooManyRequests):
+                await sp.acheckout(pool)
+            await sp.acheckin(pool, held)
+            await sp.acheckin(pool, await waiter)
+            assert len(checked) == 2
+        async with async_pool(conninfo_of("default"), check=True) as pool:
+            assert pool._check is psycopg_pool.AsyncConnectionPool.check_connection
+            assert (await sp.aexecute(pool, "SELECT 1")).rows == [(1,)]
+        async with async_pool(conninfo_of("default"), reconnect_timeout=60) as pool:
+            assert pool.reconnect_timeout == 60
+
+    asyncio.run(scenario())
 
 
 def test_a_refused_login_is_reported_without_the_password(

@@ -12,7 +12,7 @@ import pytest
 import selecto_pool as sp
 from testproject.pgserver import LocalPostgres
 
-from .support.aio import LagMeter, async_pool
+from .support.aio import LagMeter, async_pool, until
 from .support.postgres import accepting_at, begin_fast_shutdown, stopped
 
 CHECKOUT_TIMEOUT = 1.0
@@ -101,3 +101,37 @@ def test_a_server_restart_is_recovered_from_without_blocking_the_loop(
     # run-queue wait (up to 37 ms measured, kernel work charged to the thread).
     assert lag.worst_own < 0.1
     assert stats.connection_errors >= 1
+
+
+@pytest.mark.slow
+def test_an_outage_longer_than_psycopg_pools_reconnect_timeout_heals_by_itself(
+    spare_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the sync pool's (tests/test_outages.py): psycopg_pool gives a missing
+    connection up after reconnect_timeout (5 minutes), after which only a
+    checkout opened one again. Here psycopg_pool's clock jumps an hour."""
+    import psycopg_pool.pool_async
+
+    async def scenario() -> tuple[int, sp.PoolStats]:
+        async with async_pool(
+            spare_server.conninfo(),
+            pool_size=2,
+            max_overflow=0,
+            health_check_interval=0.2,
+            name="async-long-outage",
+        ) as pool:
+            await pool.wait(timeout=5)
+            checkouts = sp.pool_stats(pool).checkouts
+            await asyncio.to_thread(spare_server.stop)
+            await until(lambda: sp.pool_stats(pool).connection_errors >= 2, 5)
+            later = psycopg_pool.pool_async.monotonic
+            monkeypatch.setattr(
+                psycopg_pool.pool_async, "monotonic", lambda: later() + 3600
+            )
+            await asyncio.sleep(1.5)  # more probes fail (psycopg_pool gave up)
+            await asyncio.to_thread(spare_server.start)
+            await until(lambda: sp.pool_stats(pool).idle == 2, 5)
+            return checkouts, sp.pool_stats(pool)
+
+    checkouts, stats = asyncio.run(scenario())
+    assert stats.checkouts == checkouts, "nobody asked for a connection"

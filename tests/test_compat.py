@@ -227,6 +227,29 @@ def test_take_ready_takes_an_idle_connection_and_never_waits_or_grows(
     assert plain_pool.get_stats()["pool_available"] == 1
 
 
+def test_atake_ready_takes_an_idle_connection_of_an_async_pool_and_never_waits(
+    django_db_setup: None,
+) -> None:
+    async def scenario() -> None:
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            kwargs=conninfo_of("default"), min_size=1, max_size=2, open=False
+        )
+        await pool.open(wait=True)
+        try:
+            taken = await _compat.atake_ready(pool)
+            assert taken is not None and _compat.pool_of(taken) is pool
+            assert await _compat.atake_ready(pool) is None
+            await asyncio.sleep(0.2)  # a growing pool would open one now
+            stats = pool.get_stats()
+            assert stats["pool_size"] == 1 and stats.get("requests_waiting", 0) == 0
+            await pool.putconn(taken)
+            assert pool.get_stats()["pool_available"] == 1
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
 def test_expire_at_is_the_max_lifetime_deadline_psycopg_pool_enforces(
     plain_pool: psycopg_pool.ConnectionPool[Any],
 ) -> None:
@@ -497,6 +520,7 @@ _CHECKED = [
     (_POOL, _compat.AddConnection, "run"),
     (_POOL, psycopg_pool.AsyncConnectionPool, "schedule_task"),
     (_POOL, psycopg_pool.AsyncConnectionPool, "run_task"),
+    (_POOL, psycopg_pool.AsyncConnectionPool, "_get_ready_connection"),
     (_POOL, _compat.AsyncAddConnection, "run"),
     (_DJANGO, BaseDatabaseWrapper, "_set_autocommit"),
     (_DJANGO, BaseDatabaseCreation, "_clone_test_db"),

@@ -35,7 +35,7 @@ from psycopg.abc import PQGen
 
 from .._compat import Prepare, PrepareManager, prepare_manager_of, set_prepare_manager
 from . import literals
-from .own_statements import run_own
+from .own_statements import arun_own, run_own
 
 logger = logging.getLogger("selecto_pool.statements")
 
@@ -254,6 +254,10 @@ def install(
     literals.register(conn.adapters)
 
 
+#: How many statements psycopg prepared are on the server now.
+_SERVER_COUNT = "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql"
+
+
 def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
     """Forget the statements of ``conn`` if the server lost some of them.
 
@@ -265,15 +269,24 @@ def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
     if cache is None or not cache.statements:
         return
     with psycopg.Cursor(conn) as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql",
-            prepare=False,
-        )
+        cursor.execute(_SERVER_COUNT, prepare=False)
         row = cursor.fetchone()
     if row is not None and row[0] < cache.statements:
         # psycopg forgets every statement on seeing the command; the rest
         # are deallocated at once, before anything is prepared again.
         run_own(conn, "DEALLOCATE ALL")
+
+
+async def aforget_if_lost(conn: psycopg.AsyncConnection[Any]) -> None:
+    """``forget_if_lost()`` on an async connection."""
+    cache = cache_of(conn)
+    if cache is None or not cache.statements:
+        return
+    async with psycopg.AsyncCursor(conn) as cursor:
+        await cursor.execute(_SERVER_COUNT, prepare=False)
+        row = await cursor.fetchone()
+    if row is not None and row[0] < cache.statements:
+        await arun_own(conn, "DEALLOCATE ALL")
 
 
 def cache_of(conn: AnyConnection) -> StatementCache | None:

@@ -1,12 +1,14 @@
 """The async pool: psycopg_pool's ``AsyncConnectionPool`` with ``SelectoPool``'s extras.
 
-Everything that isn't I/O is the sync pool's own collaborator: the options,
-the ``Usage`` counters and ``PoolStats``, the timeout message, the leak
-detector, the outage log and its backoff, fork generations, the statement
-cache and its number types. What differs is awaited: liveness at checkout
-(a round trip only for a connection with unexpected input), the reset on
-return, the draining ``stop()``, and the maintenance, a task in the pool's
-event loop (``async_maintenance``).
+Everything that isn't I/O is the sync pool's own collaborator: the options
+and psycopg_pool's arguments from them (``psycopg_common``), the state every
+pool keeps (``base.PoolState``: usage counters, leak detector, fork
+generation), ``PoolStats`` (``stats.snapshot``), the timeout message, the
+outage log and its backoff, the statement caches (``StatementCaches``). What
+differs is awaited: liveness at checkout (a round trip only for a connection
+with unexpected input), the cleaning on return (``async_reset``, with the
+``reset`` option), the draining ``stop()``, and the maintenance, a task in
+the pool's event loop (``async_maintenance``).
 
 The pool belongs to the event loop that opened it (psycopg_pool's locks and
 tasks do): a checkout from another loop raises ``RuntimeError``, from a forked
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import weakref
 from collections.abc import Callable
@@ -30,20 +31,23 @@ from psycopg.pq import TransactionStatus
 
 from .. import _compat
 from .._config.options import PoolOptions
-from .._conn import async_reset, statements
+from .._conn import reset
 from .._conn.async_outages import async_connection_class_for
+from .._conn.async_reset import AsyncCleaner
 from .._conn.liveness import ais_alive, expired
 from .._conn.outages import OutageLog
-from .._conn.reset import IN_TRANSACTION
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
 from .async_maintenance import AsyncMaintainer
-from .base import checkout_timeout, wait_at_most
-from .leaks import LeakDetector
-from .pool import _TAKE_IDLE_TIMEOUT, TCP_KEEPALIVE_DEFAULTS
-from .statement_caches import _VANISHED_BEFORE_STOP
+from .base import PoolState, checkout_timeout, wait_at_most
+from .psycopg_common import (
+    TAKE_IDLE_TIMEOUT,
+    TCP_KEEPALIVE_DEFAULTS,
+    async_check,
+    pool_arguments,
+)
+from .statement_caches import StatementCaches
 from .stats import PoolStats, exhausted_message, snapshot
-from .usage import Usage
 
 logger = logging.getLogger("selecto_pool.pool")
 
@@ -56,8 +60,10 @@ def _cancel_requests(task: asyncio.Task[Any] | None) -> int:
     return int(cancelling()) if cancelling is not None else 0
 
 
-class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
+class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection], PoolState):
     """A pool of psycopg async connections to one database, for one event loop."""
+
+    _in_a_child = "a forked process starts its own pool with astart_pool()"
 
     def __init__(
         self,
@@ -67,45 +73,28 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         kwargs: dict[str, Any],
         conninfo: str = "",
     ):
-        self.options = options
         #: Direct pools have no settings to follow (see SelectoPool.target).
-        self.target: Any = None
-        self.owner_pid = os.getpid()
-        forks.watch()
-        self._born_in = forks.current()
-        self.started_at = time.time()
+        self._init_state(name, options, target=None)
         connection_class, self._outage = async_connection_class_for(
             name, options.login_retry_max
         )
-        self._preparing_stopped = False
-        self._vanished = 0
-        self._usage = Usage()
-        self._draining = False
         # Set by checkins while a stop() drains.
         self._returned = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Connections remember the clear_prepared() generation they are at.
-        self._generation = 0
-        self._conn_generation: weakref.WeakKeyDictionary[AsyncConnection, int] = (
-            weakref.WeakKeyDictionary()
+        # Cleaning a returned connection may take as long as opening one.
+        self._cleaner = AsyncCleaner(
+            name, reset=options.reset, timeout=options.connection_timeout
         )
+        self._caches = StatementCaches(name, options)
         super().__init__(
             conninfo,
             connection_class=connection_class,
             kwargs={**TCP_KEEPALIVE_DEFAULTS, **kwargs},
-            min_size=options.pool_size,
-            max_size=options.max_size,
             open=False,
             configure=self._configure_new,
+            check=async_check(options.check),
             name=name,
-            timeout=options.checkout_timeout,
-            max_lifetime=options.max_lifetime,
-            max_idle=options.max_idle,
-        )
-        self._leaks = (
-            LeakDetector(name, options.leak_detection_threshold)
-            if options.leak_detection_threshold
-            else None
+            **pool_arguments(options),
         )
         self._maintainer = AsyncMaintainer(
             name,
@@ -120,13 +109,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
     # -- checkout and checkin ---------------------------------------------
     async def getconn(self, timeout: float | None = None) -> AsyncConnection:
         """Hand out a live connection, or raise ``CheckoutTimeout``."""
-        if self._born_in != forks.current() or self._draining:
-            self._refuse_if_unusable()
-        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(
-                f"pool {self.name!r} belongs to the event loop that started it; "
-                "start a pool in each event loop that uses one"
-            )
+        self._refuse_unless_usable_here()
         timeout = self.timeout if timeout is None else checkout_timeout(timeout)
         started = time.monotonic()
         task = asyncio.current_task()
@@ -151,15 +134,30 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         except BaseException:
             self._usage.stop_waiting()
             raise
-        if self._preparing_stopped:
+        if self._caches.preparing_stopped:
             conn.prepare_threshold = None
         self._usage.checked_out((time.monotonic() - started) * 1000.0)
         if self._leaks is not None:
             self._leaks.checked_out(conn, task=task.get_name() if task else None)
         return conn
 
-    async def putconn(self, conn: AsyncConnection) -> None:
-        """Take a connection back, clean: no transaction, autocommit on."""
+    async def getconn_if_idle(self) -> AsyncConnection | None:
+        """An idle live connection now, or None: never waits, never grows the
+        pool (``SelectoPool.getconn_if_idle()``, in the pool's loop)."""
+        self._refuse_unless_usable_here()
+        while True:
+            conn: AsyncConnection | None = await _compat.atake_ready(self)
+            if conn is None or await self._vet(conn):
+                break
+        if conn is not None:
+            self._usage.start_waiting()
+            self._usage.checked_out(None)
+        return conn
+
+    async def putconn(self, conn: AsyncConnection, *, reset: bool = True) -> None:
+        """Take a connection back, clean: no transaction, autocommit on, the
+        client state restored (and reset with the ``reset`` option, unless
+        ``reset=False``)."""
         if self._born_in != forks.current():
             # Inherited across fork(): the socket is the parent's, leave it be.
             return
@@ -174,10 +172,15 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             self._leaks.returned(conn)
         try:
             try:
-                await self._clean(conn)
+                if not self.closed:  # else psycopg_pool closes it
+                    await self._clean(conn, returned=True, with_reset=reset)
+            except BaseException:
+                # Interrupted (a cancelled task): the session's state is
+                # unknown. Closed, and given back all the same, or
+                # psycopg_pool counts it as checked out for good.
+                await conn.close()
+                raise
             finally:
-                # Even when a cancelled task's reset was cut short (the
-                # connection is closed then): psycopg_pool replaces it.
                 await super().putconn(conn)
         finally:
             self._usage.checked_in()
@@ -193,8 +196,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             self._returned.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._returned.wait(), remaining)
-        still_out = self._in_use()
-        if still_out:
+        if still_out := self._in_use():
             logger.warning(
                 "stopping pool %r with %d connection(s) still checked out; "
                 "they are closed when returned",
@@ -207,7 +209,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         """Close every connection of the pool from this thread, unawaited:
         for interpreter exit once its loop is gone (see ``async_exit``)."""
         self._draining = True
-        for conn in list(self._conn_generation.keys()):
+        for conn in self._caches.connections():
             if not conn.closed:
                 conn.pgconn.finish()  # the server sees a goodbye, not a reset
 
@@ -217,7 +219,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         Idle connections are cleared now; checked-out ones when returned.
         Returns how many connections that is.
         """
-        self._generation += 1
+        self._caches.clear_all()
         await self._each_idle(self._clean)
         return int(self.get_stats().get("pool_size", 0))
 
@@ -237,6 +239,8 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         if self._born_in != forks.current():
             # A pool inherited across fork(): its sockets are the parent's.
             return
+        for callback in self._close_callbacks:
+            callback()
         await self._maintainer.stop()
         await super().close(wait_at_most(timeout))
 
@@ -249,17 +253,12 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
             await super().schedule_task(task, delay)
 
     def statements_vanished(self) -> None:
-        """A connection lost prepared statements it did not deallocate
-        (see ``SelectoPool.statements_vanished``)."""
-        self._vanished += 1
-        if self._vanished == _VANISHED_BEFORE_STOP:
-            self._preparing_stopped = True
-            logger.warning(
-                "pool %r stops preparing statements: prepared statements vanish "
-                "from the server (a PgBouncer in transaction mode? set the pool "
-                "option pgbouncer='transaction')",
-                self.name,
-            )
+        """A connection lost prepared statements it did not deallocate."""
+        self._caches.vanished()
+
+    def track_cursor(self, conn: AsyncConnection, cursor: Any) -> None:
+        """Close the named ``cursor`` when ``conn`` is returned, if still open."""
+        self._cleaner.track_cursor(conn, cursor)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -289,28 +288,14 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
 
     def cache_stats(self) -> list[dict[str, int]]:
         """The statement cache of each open connection (backend pid included)."""
-        caches = []
-        for conn in list(self._conn_generation.keys()):
-            cache = statements.cache_of(conn)
-            if cache is not None and not conn.closed:
-                caches.append(
-                    {"backend_pid": conn.info.backend_pid, **cache.snapshot()}
-                )
-        return caches
+        return self._caches.snapshot()
 
     # -- internals -----------------------------------------------------------
     async def _configure_new(self, conn: AsyncConnection) -> None:
-        self._conn_generation[conn] = self._generation
         # Off unless the cache is on (psycopg's default would prepare).
         conn.prepare_threshold = None
-        if self.options.prepares and not self._preparing_stopped:
-            statements.install(
-                conn,
-                cache_size=self.options.prepared_statement_cache_size,
-                cache_bytes=self.options.prepared_statement_cache_mib * 2**20,
-                threshold=self.options.prepare_threshold or 0,
-                on_vanished=self.statements_vanished,
-            )
+        self._caches.install(conn)
+        self._cleaner.configured(conn)
 
     def _stop_workers(self) -> None:
         """Let psycopg_pool's workers end with the loop that is shutting down.
@@ -326,30 +311,41 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
     def _in_use(self) -> int:
         return self._usage.snapshot().in_use
 
-    def _refuse_if_unusable(self) -> None:
-        if self._born_in != forks.current():
-            raise PoolClosed(
-                f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
-                "process starts its own pool"
+    def _refuse_unless_usable_here(self) -> None:
+        if self._born_in != forks.current() or self._draining:
+            self._refuse_if_unusable()
+        if self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"pool {self.name!r} belongs to the event loop that started it; "
+                "start a pool in each event loop that uses one"
             )
-        if self._draining:
-            raise PoolClosed(f"pool {self.name!r} is stopping")
 
-    async def _clean(self, conn: AsyncConnection) -> None:
+    async def _clean(
+        self, conn: AsyncConnection, *, returned: bool = False, with_reset: bool = True
+    ) -> None:
+        """Clean ``conn`` or close it (see ``SelectoPool._clean``)."""
         status = conn.pgconn.transaction_status
-        generation = self._conn_generation.get(conn, -1)
+        if status == TransactionStatus.IDLE and not conn.pgconn.pipeline_status:
+            await self._cleaner.restore_client_state(conn)  # no I/O when idle
+        current = self._caches.is_current(conn)
+        resets = returned and with_reset and self._cleaner.resets
+        cursors = self._cleaner.open_cursors(conn) if returned else []
         if (
             status == TransactionStatus.IDLE
             and conn.autocommit
-            and generation == self._generation
+            and current
+            and not resets
+            and not cursors
+            and not conn.pgconn.pipeline_status
         ):
             return  # the common case: nothing to reset
-        if status in IN_TRANSACTION and not conn.closed:
+        if status in reset.IN_TRANSACTION and not conn.closed:
             self._usage.count(usage.ROLLBACKS)
             logger.info("rolling back a connection returned to %r", self.name)
-        deallocate = generation < self._generation
-        if await async_reset.clean(conn, deallocate=deallocate, pool_name=self.name):
-            self._conn_generation[conn] = self._generation
+        if await self._cleaner.clean(
+            conn, deallocate=not current, reset=resets, cursors=cursors
+        ):
+            self._caches.cleared(conn)
 
     async def _vet(self, conn: AsyncConnection) -> bool:
         """True if ``conn`` may be handed out; if not, it is discarded."""
@@ -389,7 +385,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection]):
         """
         for _ in range(self.get_stats().get("pool_available", 0)):
             try:
-                conn = await super().getconn(timeout=_TAKE_IDLE_TIMEOUT)
+                conn = await super().getconn(timeout=TAKE_IDLE_TIMEOUT)
             except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed):
                 return
             if await self._vet(conn):

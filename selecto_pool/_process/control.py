@@ -35,7 +35,8 @@ from typing import Any
 
 import psycopg
 
-from .._pool.pool import TCP_KEEPALIVE_DEFAULTS, SelectoPool
+from .._pool.pool import SelectoPool
+from .._pool.psycopg_common import TCP_KEEPALIVE_DEFAULTS
 from ..errors import ControlMessageRejected
 from . import control_messages as messages
 from . import registry
