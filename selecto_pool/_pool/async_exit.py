@@ -22,7 +22,7 @@ def stop_at_exit(pool: AsyncSelectoPool, timeout: float) -> None:
     if loop is None or not loop.is_running() or loop.is_closed():
         pool.close_connections_now()
         return
-    if _running_loop() is loop:
+    if running_loop() is loop:
         # Called from a callback of that very loop: it can't wait for itself.
         logger.warning("pool %r is open at exit: astop_pool() it", pool.name)
         return
@@ -39,7 +39,8 @@ def stop_at_exit(pool: AsyncSelectoPool, timeout: float) -> None:
         )
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import selecto_pool as sp
@@ -21,6 +21,31 @@ async def async_pool(config: Any, **options: Any) -> AsyncIterator[sp.AsyncSelec
         yield pool
     finally:
         await sp.astop_pool(pool, timeout=1)
+
+
+class LoopThread:
+    """An event loop running in a thread of its own; ``run()`` a coroutine
+    there from the test's thread and get its result."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 10) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+@contextlib.contextmanager
+def loop_thread() -> Iterator[LoopThread]:
+    """A ``LoopThread`` for the length of the block (stopped and closed after)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield LoopThread(loop)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
