@@ -26,7 +26,7 @@ from django.utils.asyncio import async_unsafe
 from . import _mysql_api
 from ._config.conninfo import connect_arguments
 from ._config.options import build_options
-from ._conn import execution
+from ._conn import decisions, execution
 from ._conn.execution import Attempt
 from ._pool.async_pool import AsyncSelectoPool
 from ._pool.mysql import MySQLPool
@@ -256,7 +256,7 @@ def execute(
             )
         else:
             attempt = Attempt(
-                execution.signature(sql, () if params is None else params),
+                decisions.signature(sql, () if params is None else params),
                 lambda prepare: cursor.execute(sql, params, prepare=prepare),
                 lambda: cursor.execute(
                     inlined(psycopg.ClientCursor(conn), sql, params), prepare=False

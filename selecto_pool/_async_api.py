@@ -24,7 +24,7 @@ from ._api import Result, binds_server_side, inlined, pool_name, start_error
 from ._config.conninfo import connect_arguments
 from ._config.options import build_options
 from ._config.values import shown
-from ._conn import async_execution, execution
+from ._conn import async_execution, decisions
 from ._conn.async_execution import AsyncAttempt
 from ._pool.async_pool import AsyncConnection, AsyncSelectoPool
 from ._pool.mysql import MySQLPool
@@ -151,7 +151,7 @@ async def aexecute(
                     )
 
                 attempt = AsyncAttempt(
-                    execution.signature(sql, () if params is None else params),
+                    decisions.signature(sql, () if params is None else params),
                     server_side,
                     stock,
                 )

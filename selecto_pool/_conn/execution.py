@@ -23,22 +23,30 @@ Nothing here knows Django, nor does I/O of its own: ``plan()`` yields the
 steps (run server-side, run the stock way, a savepoint command) and a runner
 performs them, ``run()`` on a sync connection, ``async_execution.run()`` on
 an async one; a cursor describes one run as an ``Attempt`` (its signature,
-the server-side way and the stock way).
+the server-side way and the stock way). What the process decided about each
+signature is kept in ``decisions``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq
 
+from .decisions import (
+    ONE_RUN,
+    REJECTED,
+    VERIFIED,
+    counted,
+    decisions,
+    rejected,
+    relapsed,
+    verified,
+)
 from .own_statements import run_own
 from .statements import AnyConnection, cache_of, distrust_prepared
 
@@ -80,70 +88,6 @@ _PREPARABLE_START = re.compile(
 _SAVEPOINT = "SAVEPOINT selecto_pool_probe"
 _ROLLBACK_TO = "ROLLBACK TO SAVEPOINT selecto_pool_probe"
 _RELEASE = "RELEASE SAVEPOINT selecto_pool_probe"
-
-# What the process knows of a statement signature, as bits of one int:
-_VERIFIED = 1  # ran server-side without a typing error
-_REJECTED = 2  # can't be typed server-side: runs the stock way
-_RELAPSED = 4  # was verified, then failed to type once (a schema change)
-_ONE_RUN = 8  # executions, counted (up to the threshold) above the flags
-
-
-class _Decisions:
-    """Process-wide decisions per statement signature, bounded in count.
-
-    Keys are ints (``signature()``), so an entry's size doesn't depend on
-    the SQL: about 110 bytes, 1.5 MiB for the 10,000 entries at most (see
-    docs/prepared-statements.md). Reads are lock-free (a dict lookup);
-    writes happen in the first executions of a statement and on its
-    decisions only, under the lock.
-    """
-
-    def __init__(self, size: int = 10_000):
-        self._states: OrderedDict[int, int] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-        self._fork_safe = False
-
-    def get(self, key: int) -> int:
-        return self._states.get(key, 0)
-
-    def update(self, key: int, change: Callable[[int], int]) -> int:
-        if not self._fork_safe:
-            # Registered on first use, not at import. A thread of the parent
-            # may hold the lock at fork(): the child gets a lock of its own.
-            os.register_at_fork(after_in_child=self._new_lock)
-            self._fork_safe = True
-        with self._lock:
-            state = change(self._states.get(key, 0))
-            self._states[key] = state
-            if len(self._states) > self._size:
-                # The oldest first: statements built with ever-new text.
-                self._states.popitem(last=False)
-            return state
-
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
-
-
-_decisions = _Decisions()
-
-
-def _counted(threshold: int) -> Callable[[int], int]:
-    return lambda state: state + _ONE_RUN if state // _ONE_RUN < threshold else state
-
-
-def _verified(state: int) -> int:
-    return state | _VERIFIED
-
-
-def _rejected(state: int) -> int:
-    return state | _REJECTED
-
-
-def _relapsed(state: int) -> int:
-    if state & _RELAPSED:
-        return state | _REJECTED  # a second time: the stock way from now on
-    return (state & ~_VERIFIED) | _RELAPSED
 
 
 def is_preparable(query: object) -> bool:
@@ -229,8 +173,8 @@ def plan(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
     Reads the connection's state (autocommit, transaction status,
     ``prepare_threshold``, its cache), never does I/O itself.
     """
-    state = _decisions.get(key)
-    if state & _REJECTED:
+    state = decisions.get(key)
+    if state & REJECTED:
         yield from _fall_back(conn)
         return
     # Without autocommit, psycopg opens the transaction with this very
@@ -238,16 +182,16 @@ def plan(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
     in_transaction = not conn.autocommit or (conn.pgconn.transaction_status != IDLE)
     if prepare is None:
         prepare = _hot(key, state, conn.prepare_threshold)
-    if in_transaction and not state & _VERIFIED:
+    if in_transaction and not state & VERIFIED:
         yield from _guarded(conn, key, prepare)
         return
     try:
         yield Step(SERVER_SIDE, prepare)
     except psycopg.Error as exc:
         note_server_error(conn, exc)
-        if state & _VERIFIED and _retypes(exc):
+        if state & VERIFIED and _retypes(exc):
             # The schema changed under a statement that typed before.
-            state = _decisions.update(key, _relapsed)
+            state = decisions.update(key, relapsed)
             logger.info(
                 "a statement that ran server-side fails to type now (SQLSTATE "
                 "%s): the schema changed; every connection deallocates its "
@@ -258,12 +202,12 @@ def plan(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
         if in_transaction or not (_retypes(exc) or _is_stale(exc)):
             raise
         # Outside a transaction nothing ran: run it again, afresh.
-        if state & _REJECTED or not (yield from _rerun_afresh(conn, exc)):
+        if state & REJECTED or not (yield from _rerun_afresh(conn, exc)):
             _reject(key, exc)
             yield from _fall_back(conn)
             return
-    if not state & _VERIFIED:
-        _decisions.update(key, _verified)
+    if not state & VERIFIED:
+        decisions.update(key, verified)
 
 
 def _hot(key: int, state: int, threshold: int | None) -> bool:
@@ -276,9 +220,9 @@ def _hot(key: int, state: int, threshold: int | None) -> bool:
     """
     if threshold is None:
         return False
-    if state // _ONE_RUN >= threshold:
+    if state // ONE_RUN >= threshold:
         return True
-    _decisions.update(key, _counted(threshold))
+    decisions.update(key, counted(threshold))
     return False
 
 
@@ -307,7 +251,7 @@ def _guarded(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
             yield from _fall_back(conn)
             return
     yield Step(COMMAND, command=_RELEASE)
-    _decisions.update(key, _verified)
+    decisions.update(key, verified)
 
 
 def _rerun_afresh(
@@ -345,7 +289,7 @@ def _rerun_afresh(
 
 def _reject(key: int, exc: psycopg.Error) -> None:
     """Remember that a statement runs the stock way in this process."""
-    _decisions.update(key, _rejected)
+    decisions.update(key, rejected)
     # Once per statement and process (the SQL stays out: it may hold values).
     logger.debug(
         "a statement runs the stock way (unprepared) from now on: the server "
@@ -375,32 +319,6 @@ def note_server_error(conn: AnyConnection, exc: psycopg.Error) -> None:
         # so that the next run prepares afresh (psycopg sends the DEALLOCATE
         # ALL after the next successful command, e.g. the ROLLBACK).
         cache.invalidate()
-
-
-def signature(query: str, params: Any) -> int:
-    """The statement and the Python types of its parameters (which decide the
-    server-side types, and so whether the server can type the statement).
-
-    Python's hash of them: a fixed size, whatever the SQL, and no cost on
-    the hot path (the string's hash is computed once, and any dict lookup
-    of the SQL would compute it). It is SipHash, 64 bits keyed per process:
-    a new statement collides with one of the 10,000 remembered about once
-    in 10**15, and two colliding statements would share decisions, at worst
-    aborting one transaction, as a schema change does.
-    """
-    return hash((query, _types(params)))
-
-
-def batch_signature(query: str, rows: Iterable[Any]) -> int:
-    """The statement and every distinct tuple of parameter types of a batch:
-    any row can be the one the server can't type."""
-    return hash((query, "executemany", tuple(dict.fromkeys(map(_types, rows)))))
-
-
-def _types(params: Any) -> tuple[Any, ...]:
-    if isinstance(params, dict):
-        return tuple(sorted((k, type(v)) for k, v in params.items()))
-    return tuple(map(type, params))
 
 
 def _reused(conn: AnyConnection) -> bool:
