@@ -1,7 +1,8 @@
 """``python -m bench [--quick]``: run the benchmark, print and save the results.
 
 ``--ab`` (client CPU side by side in one process) and ``--profile`` (py-spy)
-measure instead of benchmarking. ``--mysql`` compares the MySQL
+measure instead of benchmarking; ``--asgi`` compares the sync and async
+direct APIs under uvicorn (``bench.asgi``). ``--mysql`` compares the MySQL
 configurations on a private MariaDB instead.
 
 ``python3 dev.py bench`` installs what this needs (the ``bench`` extra) first.
@@ -79,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
         "aliases of one process (bench.ab)",
     )
     parser.add_argument(
+        "--asgi",
+        action="store_true",
+        help="instead of benchmarking, serve an ASGI app with uvicorn and compare "
+        "the sync direct API, sync_to_async, the async API and psycopg_pool's "
+        "AsyncConnectionPool under 50 clients (bench.asgi; --reps, --warmup, "
+        "--duration apply: default 3 x (1 + 5) s per endpoint)",
+    )
+    parser.add_argument(
+        "--asgi-query-ms",
+        type=int,
+        default=10,
+        help="--asgi: the query's pg_sleep, in ms (default 10)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="CONFIG:WORKLOAD",
         action="append",
@@ -97,8 +112,10 @@ def main(argv: list[str]) -> int:
         parser.error(
             "--configs: mysql-* configurations go with --mysql, others without"
         )
-    if args.mysql and (args.ab or args.profile):
-        parser.error("--ab and --profile measure the PostgreSQL configurations only")
+    if args.mysql and (args.ab or args.profile or args.asgi):
+        parser.error(
+            "--ab, --profile and --asgi measure the PostgreSQL configurations only"
+        )
     plan = Plan(
         configs=configs,
         workloads=args.workloads,
@@ -106,7 +123,7 @@ def main(argv: list[str]) -> int:
         warmup=args.warmup if args.warmup is not None else defaults["warmup"],
         duration=args.duration or defaults["duration"],
     )
-    benchmarking = not (args.ab or args.profile)
+    benchmarking = not (args.ab or args.profile or args.asgi)
     if benchmarking and next(schedule(plan), None) is None:
         only = {name: ALL_CONFIGS[name].only for name in plan.configs}
         parser.error(
@@ -127,6 +144,8 @@ def main(argv: list[str]) -> int:
             else server.provision(os.environ.get("DATABASE_URL"))
         )
         with provision as target:
+            if args.asgi:
+                return _asgi(target.url, args, stamp)
             runner = Runner(target, code_dir)
             print("creating the benchmark tables and data...", flush=True)
             runner.setup()
@@ -202,6 +221,35 @@ def _intro(plan: Plan, local: bool, meta: dict[str, Any]) -> str:
         f"selecto_pool {meta['selecto_pool_commit']}"
         f"{' + uncommitted changes' if meta['selecto_pool_uncommitted'] else ''})"
     )
+
+
+def _asgi(url: str, args: argparse.Namespace, stamp: str) -> int:
+    from . import asgi
+
+    reps, warmup = args.reps or 3, 1.0 if args.warmup is None else args.warmup
+    duration = args.duration or 5.0
+    print(
+        f"uvicorn, {asgi.CLIENTS} clients, {reps} x ({warmup:g} + {duration:g}) s "
+        f"per endpoint, query pg_sleep({args.asgi_query_ms} ms) on 5 connections; "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    runs = asgi.run(url, ROOT, reps, warmup, duration, args.asgi_query_ms)
+    rows = asgi.summary(runs)
+    print(asgi.table(rows, duration))
+    output = RESULTS / f"{stamp}-asgi.json"
+    document = {
+        "reps": reps,
+        "warmup": warmup,
+        "duration": duration,
+        "query_ms": args.asgi_query_ms,
+        "load_average_after": os.getloadavg(),
+        "summary": rows,
+        "runs": runs,
+    }
+    output.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"results: {_shown(output)}")
+    return 0
 
 
 def _ab(runner: Runner, configs: list[str]) -> int:

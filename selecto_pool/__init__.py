@@ -2,7 +2,8 @@
 
 Use it as a database backend (``ENGINE: "selecto_pool.backend"``, or
 ``"selecto_pool.backend.mysql"`` for MySQL and MariaDB) and, without the ORM,
-through the functions below, which share the ORM's pools.
+through the functions below, which share the ORM's pools; asyncio code uses
+their ``a``-prefixed counterparts on a pool of ``astart_pool()``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,18 @@ from ._api import (
     transaction,
     with_connection,
 )
+from ._async_api import (
+    acheckin,
+    acheckout,
+    aclear_cache,
+    aexecute,
+    astart_pool,
+    astop_pool,
+    atransaction,
+    awith_connection,
+)
 from ._config.options import PoolOptions
+from ._pool.async_pool import AsyncSelectoPool
 from ._pool.mysql import MySQLPool
 from ._pool.pool import SelectoPool
 from ._pool.stats import PoolStats
@@ -33,6 +45,7 @@ from .errors import (
 )
 
 __all__ = [
+    "AsyncSelectoPool",
     "CheckoutTimeout",
     "IncompatibleVersion",
     "MySQLPool",
@@ -43,6 +56,14 @@ __all__ = [
     "PoolStats",
     "Result",
     "SelectoPool",
+    "acheckin",
+    "acheckout",
+    "aclear_cache",
+    "aexecute",
+    "astart_pool",
+    "astop_pool",
+    "atransaction",
+    "awith_connection",
     "checkin",
     "checkout",
     "clear_cache",

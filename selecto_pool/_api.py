@@ -4,6 +4,10 @@
 database alias, whose pool is the very one the ORM uses. Connections handed
 out are plain psycopg connections, in autocommit mode (mysqlclient ones for
 MySQL pools: see ``_mysql_api``).
+
+Each function that does I/O raises Django's ``SynchronousOnlyOperation`` when
+called from a running event loop (it would block it): async code awaits the
+``a``-prefixed counterparts of ``_async_api`` instead.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from typing import Any, Literal, TypeVar, cast, overload
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
+from django.utils.asyncio import async_unsafe
 
 from . import _mysql_api
 from ._config.conninfo import connect_arguments
 from ._config.options import build_options
+from ._conn import decisions, execution
+from ._conn.execution import Attempt
+from ._pool.async_pool import AsyncSelectoPool
 from ._pool.mysql import MySQLPool
 from ._pool.pool import Connection, SelectoPool
 from ._pool.stats import PoolStats
@@ -28,10 +36,25 @@ from ._process import registry
 from .errors import PoolStartError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 AnyPool = SelectoPool | MySQLPool
 PoolRef = SelectoPool | MySQLPool | str
 ADAPTERS = ("postgresql", "mysql")
 _direct_pool_numbers = itertools.count(1)
+
+
+def _blocks(name: str) -> Callable[[F], F]:
+    """Django's ``async_unsafe``, with a message naming the async counterpart.
+
+    A sync call from a running event loop blocks every other task of it
+    until the database answers; Django refuses the same for the ORM.
+    """
+    decorator: Callable[[F], F] = async_unsafe(
+        f"{name}() blocks the event loop: in async code, await a{name}() on a "
+        f"pool from astart_pool(), or call {name}() through sync_to_async(). "
+        "Set DJANGO_ALLOW_ASYNC_UNSAFE to allow it anyway."
+    )
+    return decorator
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,7 @@ def start_pool(
     adapter: Literal["mysql"],
     **options: Any,
 ) -> MySQLPool: ...
+@_blocks("start_pool")
 def start_pool(
     config: str | Mapping[str, Any],
     *,
@@ -108,7 +132,7 @@ def start_pool(
             f"start_pool() adapter = {adapter!r} is invalid: expected "
             f"{' or '.join(repr(known) for known in ADAPTERS)}."
         )
-    name = name or f"direct-{next(_direct_pool_numbers)}"
+    name = pool_name(name)
     if adapter == "mysql":
         return _mysql_api.start_pool(config, name, **options)
     pool_options = build_options(**options)
@@ -126,6 +150,7 @@ def start_pool(
     return pool
 
 
+@_blocks("stop_pool")
 def stop_pool(pool: PoolRef, timeout: float = 5.0) -> None:
     """Drain then close: wait up to ``timeout`` s for checked-out connections."""
     pool = _resolve(pool)
@@ -140,11 +165,13 @@ def stop_pool(pool: PoolRef, timeout: float = 5.0) -> None:
 def checkout(pool: SelectoPool, timeout: float | None = None) -> Connection: ...
 @overload
 def checkout(pool: MySQLPool | str, timeout: float | None = None) -> Any: ...
+@_blocks("checkout")
 def checkout(pool: PoolRef, timeout: float | None = None) -> Any:
     """Take a connection; give it back with ``checkin()``, in a ``finally``."""
     return _resolve(pool).getconn(timeout)
 
 
+@_blocks("checkin")
 def checkin(pool: PoolRef, conn: Any) -> None:
     """Give back a connection (an open transaction is rolled back)."""
     _resolve(pool).putconn(conn)
@@ -162,6 +189,7 @@ def with_connection(
 ) -> contextlib.AbstractContextManager[Any]: ...
 @overload
 def with_connection(pool: MySQLPool | str, fn: Callable[[Any], T]) -> T: ...
+@_blocks("with_connection")
 def with_connection(pool: PoolRef, fn: Callable[[Any], T] | None = None) -> Any:
     """Run ``fn(conn)`` on a borrowed connection; without ``fn``, a context manager.
 
@@ -185,6 +213,7 @@ def transaction(
 ) -> contextlib.AbstractContextManager[Any]: ...
 @overload
 def transaction(pool: MySQLPool | str, fn: Callable[[Any], T]) -> T: ...
+@_blocks("transaction")
 def transaction(pool: PoolRef, fn: Callable[[Any], T] | None = None) -> Any:
     """Run ``fn(conn)`` in a transaction: committed, or rolled back and re-raised."""
     if fn is None:
@@ -193,6 +222,7 @@ def transaction(pool: PoolRef, fn: Callable[[Any], T] | None = None) -> Any:
         return fn(conn)
 
 
+@_blocks("execute")
 def execute(
     pool: PoolRef,
     sql: str,
@@ -202,9 +232,12 @@ def execute(
 ) -> Result:
     """Run one statement on a pooled connection and fetch its rows.
 
-    Parameters are bound server-side (psycopg's ``Cursor``, whatever cursor
-    class the connection defaults to), so that ``prepare=True`` can work.
-    On MySQL they are bound on the client, and ``prepare=True`` is refused.
+    With the cache's semantics (``_conn.execution``): a statement is bound
+    server-side and prepared once hot in this process, runs the stock way
+    (bound client-side) when the server can't type it or it can't be
+    prepared, and recovers from a schema change. ``prepare`` forces or
+    forbids preparing, as psycopg's argument does. On MySQL parameters are
+    bound on the client, and ``prepare=True`` is refused.
     """
     resolved = _resolve(pool)
     if isinstance(resolved, MySQLPool):
@@ -217,7 +250,19 @@ def execute(
             rows, columns, rowcount = _mysql_api.run(conn, sql, params)
         return Result(rows=rows, columns=columns, rowcount=rowcount, status=None)
     with _borrowed(resolved) as conn, psycopg.Cursor(conn) as cursor:
-        cursor.execute(sql, params, prepare=prepare)
+        if not binds_server_side(sql, params):
+            cursor.execute(
+                inlined(psycopg.ClientCursor(conn), sql, params), prepare=False
+            )
+        else:
+            attempt = Attempt(
+                decisions.signature(sql, () if params is None else params),
+                lambda prepare: cursor.execute(sql, params, prepare=prepare),
+                lambda: cursor.execute(
+                    inlined(psycopg.ClientCursor(conn), sql, params), prepare=False
+                ),
+            )
+            execution.run(conn, attempt, prepare)
         description = cursor.description
         return Result(
             rows=cursor.fetchall() if description else [],
@@ -227,11 +272,36 @@ def execute(
         )
 
 
-def pool_stats(pool: PoolRef) -> PoolStats:
-    """A snapshot of the pool's counters (safe to log or publish)."""
+def binds_server_side(sql: Any, params: Any) -> bool:
+    """Whether ``execute()`` binds ``sql`` server-side: as the ORM decides,
+    and a single DML statement without parameters too (it can be prepared)."""
+    if params is None:
+        return execution.is_preparable(sql)
+    return execution.binds_server_side(sql, params)
+
+
+def inlined(
+    client: psycopg.ClientCursor[Any] | psycopg.AsyncClientCursor[Any],
+    sql: Any,
+    params: Any,
+) -> Any:
+    """``sql`` with ``params`` bound client-side, as Django's stock cursor binds
+    them (``client`` is a sync or async ``ClientCursor`` of the connection)."""
+    return sql if params is None else client.mogrify(sql, params)
+
+
+def pool_stats(pool: PoolRef | AsyncSelectoPool) -> PoolStats:
+    """A snapshot of the pool's counters (safe to log or publish).
+
+    Reads counters only: it may be called from async code, and for a pool of
+    ``astart_pool()`` too.
+    """
+    if isinstance(pool, AsyncSelectoPool):
+        return pool.stats()
     return _resolve(pool).stats()
 
 
+@_blocks("clear_cache")
 def clear_cache(pool: PoolRef) -> None:
     """Deallocate the prepared statements of every connection of the pool."""
     _resolve(pool).clear_prepared()
@@ -263,6 +333,11 @@ def _resolve(pool: PoolRef) -> AnyPool:
         return pool
     if isinstance(pool, str):
         return get_pool(pool)
+    if isinstance(pool, AsyncSelectoPool):
+        raise TypeError(
+            f"pool {pool.name!r} is an async pool from astart_pool(): use the "
+            "async functions (aexecute(), acheckout(), astop_pool()...)"
+        )
     raise TypeError(
         "expected a pool from start_pool() or a database alias, "
         f"got {type(pool).__name__}"
@@ -282,10 +357,22 @@ def _probe(
     try:
         connection_class.connect(**kwargs).close()
         return
-    except psycopg.ProgrammingError:
-        error = ImproperlyConfigured(
+    except psycopg.Error as exc:
+        error = start_error(exc, name)
+    raise error
+
+
+def start_error(exc: psycopg.Error, name: str) -> Exception:
+    """What ``start_pool()`` raises when its first connection fails."""
+    if isinstance(exc, psycopg.OperationalError):
+        return PoolStartError(f"pool {name!r} cannot connect: {exc}")
+    if isinstance(exc, psycopg.ProgrammingError):
+        return ImproperlyConfigured(
             f"start_pool({name!r}): invalid connection string or arguments"
         )
-    except psycopg.OperationalError as exc:
-        error = PoolStartError(f"pool {name!r} cannot connect: {exc}")
-    raise error
+    return PoolStartError(f"pool {name!r} cannot connect: {type(exc).__name__}")
+
+
+def pool_name(name: str | None) -> str:
+    """``name``, or the next ``direct-N`` (shared by sync and async pools)."""
+    return name or f"direct-{next(_direct_pool_numbers)}"

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 import psycopg_pool
 
 from .errors import IncompatibleVersion
+
+AnyConnection: TypeAlias = "psycopg.Connection[Any] | psycopg.AsyncConnection[Any]"
 
 # psycopg keeps its per-connection LRU of prepared statements in the private
 # PrepareManager; Django needs statements to survive ROLLBACK, which only a
@@ -48,7 +50,7 @@ _PREPARE_MANAGER_MEMBERS = (
 )
 
 
-def set_prepare_manager(conn: psycopg.Connection[Any], manager: Any) -> None:
+def set_prepare_manager(conn: AnyConnection, manager: Any) -> None:
     """Give ``conn`` its statement cache: psycopg has no argument for it."""
     if not hasattr(conn, "_prepared"):
         raise IncompatibleVersion(
@@ -58,7 +60,7 @@ def set_prepare_manager(conn: psycopg.Connection[Any], manager: Any) -> None:
     conn._prepared = manager
 
 
-def prepare_manager_of(conn: psycopg.Connection[Any]) -> Any:
+def prepare_manager_of(conn: AnyConnection) -> Any:
     return getattr(conn, "_prepared", None)
 
 
@@ -70,12 +72,12 @@ def set_rowcount(cursor: psycopg.Cursor[Any], rowcount: int) -> None:
     cursor._rowcount = rowcount
 
 
-def pool_of(conn: psycopg.Connection[Any]) -> Any:
+def pool_of(conn: AnyConnection) -> Any:
     """The psycopg_pool pool ``conn`` is checked out from (None when idle)."""
     return getattr(conn, "_pool", None)
 
 
-def expires_at(conn: psycopg.Connection[Any]) -> float:
+def expires_at(conn: AnyConnection) -> float:
     """psycopg_pool's ``max_lifetime`` deadline of ``conn`` (monotonic seconds).
 
     psycopg_pool only looks at it when a connection is returned; the pool
@@ -105,9 +107,24 @@ def take_ready(pool: Any) -> Any:
     return conn
 
 
+async def atake_ready(pool: Any) -> Any:
+    """``take_ready()`` for an async pool (its lock is an asyncio one)."""
+    async with pool._lock:
+        conn = await pool._get_ready_connection(None)
+    if conn is not None:
+        conn._pool = pool
+    return conn
+
+
 #: The task psycopg_pool schedules to retry a failed connection attempt with
-#: a backoff; the pool hands it to its reconnect probe instead.
+#: a backoff; the pool hands it to its reconnect probe instead. The async
+#: pool's is a class of its own (its ``run()`` is a coroutine).
 AddConnection: type[Any] = psycopg_pool.pool.AddConnection
+AsyncAddConnection: type[Any] = psycopg_pool.pool_async.AddConnection
+#: What tells an async pool's worker to end: psycopg_pool's close() sends
+#: it; the async pool too when its loop shuts down with the pool open (see
+#: AsyncSelectoPool._stop_workers).
+AsyncStopWorker: type[Any] = psycopg_pool.pool_async.StopWorker
 
 
 def configure_hook(wrapper: Any) -> Callable[[psycopg.Connection[Any]], Any]:
@@ -169,6 +186,10 @@ def _psycopg_problems() -> list[str]:
         (psycopg_pool.ConnectionPool, "run_task"),
         (psycopg_pool.ConnectionPool, "_get_ready_connection"),
         (AddConnection, "run"),
+        (psycopg_pool.AsyncConnectionPool, "schedule_task"),
+        (psycopg_pool.AsyncConnectionPool, "_get_ready_connection"),
+        (psycopg_pool.AsyncConnectionPool, "run_task"),
+        (AsyncAddConnection, "run"),
     ):
         if not callable(getattr(owner, name, None)):
             problems.append(f"psycopg_pool {pool_version}: {owner.__name__}.{name}")

@@ -2,7 +2,7 @@
 
 Register once, e.g. in an ``AppConfig.ready()``; every scrape of that
 registry (django-prometheus's ``/metrics``, ``prometheus_client``'s own
-server) then includes the ORM pools of the process that serves it::
+server) then includes the pools of the process that serves it::
 
     from prometheus_client import REGISTRY
     from selecto_pool.metrics import PoolCollector
@@ -11,7 +11,8 @@ server) then includes the ORM pools of the process that serves it::
 
 The samples are the same as ``/health/db?format=openmetrics``'s, without
 ``selecto_pool_up`` (a scrape reads counters, it doesn't probe the
-database). Each carries ``alias``, ``host`` and ``pid``: a custom collector
+database). Each carries ``host``, ``pid`` and ``alias`` (or, for a pool of
+the direct API, ``pool`` and ``kind="direct"``): a custom collector
 can't be merged across worker processes by prometheus_client's multiprocess
 mode, so each process reports its own series (see docs/operations.md).
 """
@@ -34,7 +35,7 @@ __all__ = ["PoolCollector"]
 
 
 class PoolCollector(Collector):
-    """Collects the stats of this process's ORM pools at each scrape."""
+    """Collects the stats of this process's pools at each scrape."""
 
     def collect(self) -> Iterable[Metric]:
         return [_metric(family) for family in metrics.current()]
@@ -45,16 +46,14 @@ class PoolCollector(Collector):
 
 
 def _metric(family: metrics.Family) -> Metric:
-    labels = list(family.samples[0][0]) if family.samples else []
     metric: GaugeMetricFamily | CounterMetricFamily
     if family.kind == "counter":
-        metric = CounterMetricFamily(
-            family.name, family.help, labels=labels, unit=family.unit
-        )
+        metric = CounterMetricFamily(family.name, family.help, unit=family.unit)
+        sample_name = f"{family.name}_total"
     else:
-        metric = GaugeMetricFamily(
-            family.name, family.help, labels=labels, unit=family.unit
-        )
-    for sample_labels, value in family.samples:
-        metric.add_metric(list(sample_labels.values()), value)
+        metric = GaugeMetricFamily(family.name, family.help, unit=family.unit)
+        sample_name = family.name
+    # Sample by sample: an alias's and a direct pool's carry different labels.
+    for labels, value in family.samples:
+        metric.add_sample(sample_name, dict(labels), value)
     return metric

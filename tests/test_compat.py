@@ -10,6 +10,7 @@ makes a pool refuse to open with it, naming the library and its version.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import enum
@@ -226,6 +227,29 @@ def test_take_ready_takes_an_idle_connection_and_never_waits_or_grows(
     assert plain_pool.get_stats()["pool_available"] == 1
 
 
+def test_atake_ready_takes_an_idle_connection_of_an_async_pool_and_never_waits(
+    django_db_setup: None,
+) -> None:
+    async def scenario() -> None:
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            kwargs=conninfo_of("default"), min_size=1, max_size=2, open=False
+        )
+        await pool.open(wait=True)
+        try:
+            taken = await _compat.atake_ready(pool)
+            assert taken is not None and _compat.pool_of(taken) is pool
+            assert await _compat.atake_ready(pool) is None
+            await asyncio.sleep(0.2)  # a growing pool would open one now
+            stats = pool.get_stats()
+            assert stats["pool_size"] == 1 and stats.get("requests_waiting", 0) == 0
+            await pool.putconn(taken)
+            assert pool.get_stats()["pool_available"] == 1
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
+
+
 def test_expire_at_is_the_max_lifetime_deadline_psycopg_pool_enforces(
     plain_pool: psycopg_pool.ConnectionPool[Any],
 ) -> None:
@@ -291,6 +315,54 @@ def test_add_connection_is_what_psycopg_pool_schedules_to_retry_a_connect() -> N
         assert pool.next_retry() is not retry
     finally:
         pool.close(timeout=1)
+
+
+class _AsyncRecordingPool(psycopg_pool.AsyncConnectionPool[Any]):
+    """psycopg_pool's async pool, keeping the connection retries it schedules."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.retries: asyncio.Queue[Any] = asyncio.Queue()
+        super().__init__(*args, **kwargs)
+
+    async def schedule_task(self, task: Any, delay: float) -> None:
+        if isinstance(task, _compat.AsyncAddConnection) and delay > 0:
+            self.retries.put_nowait(task)
+        else:
+            await super().schedule_task(task, delay)
+
+
+def test_async_add_connection_is_what_the_async_pool_schedules_to_retry() -> None:
+    async def scenario() -> None:
+        pool = _AsyncRecordingPool(
+            f"host=127.0.0.1 port={_closed_port()} connect_timeout=2",
+            min_size=1,
+            max_size=1,
+            open=False,
+        )
+        try:
+            await pool.open()
+            retry = await asyncio.wait_for(pool.retries.get(), 15)
+            # The async pool's reconnect probe awaits the task itself: it
+            # tries again, and schedules the next retry the same way.
+            await retry.run()
+            assert await asyncio.wait_for(pool.retries.get(), 15) is not retry
+        finally:
+            await pool.close(timeout=1)
+
+    asyncio.run(scenario())
+
+
+def test_async_stop_worker_ends_an_async_pool_worker() -> None:
+    async def scenario() -> None:
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            "", min_size=1, open=False
+        )
+        tasks: asyncio.Queue[Any] = asyncio.Queue()
+        worker = asyncio.create_task(psycopg_pool.AsyncConnectionPool.worker(tasks))
+        tasks.put_nowait(_compat.AsyncStopWorker(pool))
+        await asyncio.wait_for(worker, 5)
+
+    asyncio.run(scenario())
 
 
 # -- Django -----------------------------------------------------------------
@@ -446,6 +518,10 @@ _CHECKED = [
     (_POOL, psycopg_pool.ConnectionPool, "run_task"),
     (_POOL, psycopg_pool.ConnectionPool, "_get_ready_connection"),
     (_POOL, _compat.AddConnection, "run"),
+    (_POOL, psycopg_pool.AsyncConnectionPool, "schedule_task"),
+    (_POOL, psycopg_pool.AsyncConnectionPool, "run_task"),
+    (_POOL, psycopg_pool.AsyncConnectionPool, "_get_ready_connection"),
+    (_POOL, _compat.AsyncAddConnection, "run"),
     (_DJANGO, BaseDatabaseWrapper, "_set_autocommit"),
     (_DJANGO, BaseDatabaseCreation, "_clone_test_db"),
     (_DJANGO, BaseDatabaseCreation, "_destroy_test_db"),

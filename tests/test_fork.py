@@ -139,3 +139,36 @@ def test_gunicorn_preload_workers_each_get_their_own_pool(
         f"\ngunicorn: requests per worker {sorted(served.values())}; "
         f"stopped in {stopped:.2f} s after SIGTERM"
     )
+
+
+def test_a_forked_child_decides_statements_though_a_thread_held_the_lock() -> (
+    None
+):
+    """The statement decisions' lock, held by a parent's thread at fork(),
+    would be held for good in the child (that thread doesn't exist there):
+    its first new statement would hang the child."""
+    from selecto_pool._conn import decisions
+
+    store = decisions.decisions
+    store.update(0, decisions.verified)  # first use: the fork hook is set up
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+
+    def child() -> dict[str, Any]:
+        signal.alarm(5)  # a hung child dies, and the test fails
+        return {"state": store.update(hash("a new statement"), decisions.verified)}
+
+    try:
+        report = report_from_fork(child)
+    finally:
+        release.set()
+        holder.join(10)
+    assert report == {"state": decisions.VERIFIED}

@@ -76,7 +76,8 @@ def test_health_metrics_follow_the_naming_conventions_and_name_the_process() -> 
     assert up.labels["alias"] == "default" and up.value == 1
     pool = get_pool("default").stats()
     checkouts = {
-        s.labels["alias"]: s.value for s in by_name["selecto_pool_checkouts"].samples
+        s.labels.get("alias"): s.value
+        for s in by_name["selecto_pool_checkouts"].samples
     }
     assert checkouts["default"] <= pool.checkouts  # read just before
     assert by_name["selecto_pool_control_rejected"].type == "counter"
@@ -93,10 +94,14 @@ def test_the_collector_feeds_a_prometheus_client_registry() -> None:
         registry.register(PoolCollector())  # names are known without a scrape
     found = samples(generate_latest(registry).decode())
     assert "selecto_pool_up" not in found  # a scrape doesn't probe
-    checkouts = {s.labels["alias"]: s for s in found["selecto_pool_checkouts_total"]}
+    # Keyed by alias (a direct pool's samples have none: see
+    # tests/test_direct_operations.py).
+    checkouts = {
+        s.labels.get("alias"): s for s in found["selecto_pool_checkouts_total"]
+    }
     assert checkouts["default"].value == get_pool("default").stats().checkouts
     assert checkouts["default"].labels["pid"] == str(os.getpid())
     connections_min = {
-        s.labels["alias"]: s.value for s in found["selecto_pool_connections_min"]
+        s.labels.get("alias"): s.value for s in found["selecto_pool_connections_min"]
     }
     assert connections_min["default"] == 4

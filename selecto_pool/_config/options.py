@@ -183,17 +183,18 @@ def _check_sizes(values: dict[str, Any], where: str) -> None:
         )
 
 
-def build_options(**overrides: Any) -> PoolOptions:
-    """Options for a pool started directly (``start_pool(dsn, pool_size=3)``)."""
+def build_options(api: str = "start_pool()", /, **overrides: Any) -> PoolOptions:
+    """Options for a pool started directly (``start_pool(dsn, pool_size=3)``);
+    ``api`` is the function the errors name."""
     if "control" in overrides:
         # Processes answer poolstats for the ORM's pools, named by alias.
         raise ImproperlyConfigured(
-            "start_pool() option 'control' is invalid: only the ORM's pools "
+            f"{api} option 'control' is invalid: only the ORM's pools "
             "(DATABASES) answer manage.py poolstats/clearcache."
         )
     values: dict[str, Any] = {}
-    _apply(values, overrides, "start_pool() option")
-    _check_sizes(values, "start_pool()")
+    _apply(values, overrides, f"{api} option")
+    _check_sizes(values, api)
     return PoolOptions(**values, explicit=frozenset(values))
 
 

@@ -19,25 +19,36 @@ way for good), and every connection deallocates its statements before it
 reuses one. That failure itself aborts its transaction, as nothing can be
 retried there; outside a transaction the statement is re-run at once.
 
-Nothing here knows Django: a cursor describes one run as an ``Attempt`` (its
-signature, the server-side way and the stock way) and ``run()`` decides.
+Nothing here knows Django, nor does I/O of its own: ``plan()`` yields the
+steps (run server-side, run the stock way, a savepoint command) and a runner
+performs them, ``run()`` on a sync connection, ``async_execution.run()`` on
+an async one; a cursor describes one run as an ``Attempt`` (its signature,
+the server-side way and the stock way). What the process decided about each
+signature is kept in ``decisions``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import pq
 
+from .decisions import (
+    ONE_RUN,
+    REJECTED,
+    VERIFIED,
+    counted,
+    decisions,
+    rejected,
+    relapsed,
+    verified,
+)
 from .own_statements import run_own
-from .statements import cache_of, distrust_prepared
+from .statements import AnyConnection, cache_of, distrust_prepared
 
 logger = logging.getLogger("selecto_pool.statements")
 
@@ -78,70 +89,6 @@ _SAVEPOINT = "SAVEPOINT selecto_pool_probe"
 _ROLLBACK_TO = "ROLLBACK TO SAVEPOINT selecto_pool_probe"
 _RELEASE = "RELEASE SAVEPOINT selecto_pool_probe"
 
-# What the process knows of a statement signature, as bits of one int:
-_VERIFIED = 1  # ran server-side without a typing error
-_REJECTED = 2  # can't be typed server-side: runs the stock way
-_RELAPSED = 4  # was verified, then failed to type once (a schema change)
-_ONE_RUN = 8  # executions, counted (up to the threshold) above the flags
-
-
-class _Decisions:
-    """Process-wide decisions per statement signature, bounded in count.
-
-    Keys are ints (``signature()``), so an entry's size doesn't depend on
-    the SQL: about 110 bytes, 1.5 MiB for the 10,000 entries at most (see
-    docs/prepared-statements.md). Reads are lock-free (a dict lookup);
-    writes happen in the first executions of a statement and on its
-    decisions only, under the lock.
-    """
-
-    def __init__(self, size: int = 10_000):
-        self._states: OrderedDict[int, int] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-        self._fork_safe = False
-
-    def get(self, key: int) -> int:
-        return self._states.get(key, 0)
-
-    def update(self, key: int, change: Callable[[int], int]) -> int:
-        if not self._fork_safe:
-            # Registered on first use, not at import. A thread of the parent
-            # may hold the lock at fork(): the child gets a lock of its own.
-            os.register_at_fork(after_in_child=self._new_lock)
-            self._fork_safe = True
-        with self._lock:
-            state = change(self._states.get(key, 0))
-            self._states[key] = state
-            if len(self._states) > self._size:
-                # The oldest first: statements built with ever-new text.
-                self._states.popitem(last=False)
-            return state
-
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
-
-
-_decisions = _Decisions()
-
-
-def _counted(threshold: int) -> Callable[[int], int]:
-    return lambda state: state + _ONE_RUN if state // _ONE_RUN < threshold else state
-
-
-def _verified(state: int) -> int:
-    return state | _VERIFIED
-
-
-def _rejected(state: int) -> int:
-    return state | _REJECTED
-
-
-def _relapsed(state: int) -> int:
-    if state & _RELAPSED:
-        return state | _REJECTED  # a second time: the stock way from now on
-    return (state & ~_VERIFIED) | _RELAPSED
-
 
 def is_preparable(query: object) -> bool:
     """A single DML statement (by its text), i.e. worth binding server-side."""
@@ -175,6 +122,25 @@ class Attempt(NamedTuple):
     stock: Callable[[], object]
 
 
+class Step(NamedTuple):
+    """What ``plan()`` asks its runner to do next on the connection."""
+
+    action: str  # SERVER_SIDE, STOCK or COMMAND
+    prepare: bool | None = None
+    command: str = ""
+
+
+SERVER_SIDE = "server_side"  # the attempt bound server-side, with ``prepare``
+STOCK = "stock"  # the attempt the stock way
+COMMAND = "command"  # ``command`` (a savepoint) on the connection
+
+#: The decisions as a generator of steps: a runner performs each step and
+#: sends back nothing, or throws in the ``psycopg.Error`` it raised. The
+#: same decisions drive a sync connection (``run()``) and an async one
+#: (``async_execution.run()``), as psycopg's own generators drive its I/O.
+Plan = Generator[Step, None, None]
+
+
 def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -> None:
     """Run ``attempt`` bound server-side, or the stock way if it must.
 
@@ -182,24 +148,50 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
     remembered), guards a run inside a transaction with a savepoint until
     the statement is verified, and recovers from a schema change.
     """
-    key = attempt.signature
-    state = _decisions.get(key)
-    if state & _REJECTED:
-        return _fall_back(conn, attempt)
+    steps = plan(conn, attempt.signature, prepare)
+    failure: psycopg.Error | None = None
+    while True:
+        try:
+            step = steps.send(None) if failure is None else steps.throw(failure)
+        except StopIteration:
+            return
+        failure = None
+        try:
+            if step.action == SERVER_SIDE:
+                attempt.server_side(step.prepare)
+            elif step.action == STOCK:
+                attempt.stock()
+            else:
+                run_own(conn, step.command)
+        except psycopg.Error as exc:
+            failure = exc
+
+
+def plan(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
+    """The steps that run a statement of signature ``key`` on ``conn``.
+
+    Reads the connection's state (autocommit, transaction status,
+    ``prepare_threshold``, its cache), never does I/O itself.
+    """
+    state = decisions.get(key)
+    if state & REJECTED:
+        yield from _fall_back(conn)
+        return
     # Without autocommit, psycopg opens the transaction with this very
     # statement: it is in a transaction too.
     in_transaction = not conn.autocommit or (conn.pgconn.transaction_status != IDLE)
     if prepare is None:
         prepare = _hot(key, state, conn.prepare_threshold)
-    if in_transaction and not state & _VERIFIED:
-        return _guarded(conn, attempt, prepare)
+    if in_transaction and not state & VERIFIED:
+        yield from _guarded(conn, key, prepare)
+        return
     try:
-        attempt.server_side(prepare)
+        yield Step(SERVER_SIDE, prepare)
     except psycopg.Error as exc:
         note_server_error(conn, exc)
-        if state & _VERIFIED and _retypes(exc):
+        if state & VERIFIED and _retypes(exc):
             # The schema changed under a statement that typed before.
-            state = _decisions.update(key, _relapsed)
+            state = decisions.update(key, relapsed)
             logger.info(
                 "a statement that ran server-side fails to type now (SQLSTATE "
                 "%s): the schema changed; every connection deallocates its "
@@ -210,11 +202,12 @@ def run(conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None) -
         if in_transaction or not (_retypes(exc) or _is_stale(exc)):
             raise
         # Outside a transaction nothing ran: run it again, afresh.
-        if state & _REJECTED or not _rerun_afresh(conn, attempt, exc):
+        if state & REJECTED or not (yield from _rerun_afresh(conn, exc)):
             _reject(key, exc)
-            return _fall_back(conn, attempt)
-    if not state & _VERIFIED:
-        _decisions.update(key, _verified)
+            yield from _fall_back(conn)
+            return
+    if not state & VERIFIED:
+        decisions.update(key, verified)
 
 
 def _hot(key: int, state: int, threshold: int | None) -> bool:
@@ -227,19 +220,17 @@ def _hot(key: int, state: int, threshold: int | None) -> bool:
     """
     if threshold is None:
         return False
-    if state // _ONE_RUN >= threshold:
+    if state // ONE_RUN >= threshold:
         return True
-    _decisions.update(key, _counted(threshold))
+    decisions.update(key, counted(threshold))
     return False
 
 
-def _guarded(
-    conn: psycopg.Connection[Any], attempt: Attempt, prepare: bool | None
-) -> None:
+def _guarded(conn: AnyConnection, key: int, prepare: bool | None) -> Plan:
     """A server-side run inside a transaction, before it is verified."""
-    run_own(conn, _SAVEPOINT)
+    yield Step(COMMAND, command=_SAVEPOINT)
     try:
-        attempt.server_side(prepare)
+        yield Step(SERVER_SIDE, prepare)
     except psycopg.Error as exc:
         note_server_error(conn, exc)
         if not (_retypes(exc) or _is_stale(exc)):
@@ -250,25 +241,25 @@ def _guarded(
             # left the transaction going: so does the savepoint, unless
             # released.
             if conn.pgconn.transaction_status == INTRANS:
-                conn.execute(_RELEASE)
+                yield Step(COMMAND, command=_RELEASE)
             raise
         reused = _reused(conn)  # before the next command resets it
-        run_own(conn, _ROLLBACK_TO)
-        if not _rerun_afresh(conn, attempt, exc, reused, guarded=True):
-            run_own(conn, _RELEASE)
-            _reject(attempt.signature, exc)
-            return _fall_back(conn, attempt)
-    run_own(conn, _RELEASE)
-    _decisions.update(attempt.signature, _verified)
+        yield Step(COMMAND, command=_ROLLBACK_TO)
+        if not (yield from _rerun_afresh(conn, exc, reused, guarded=True)):
+            yield Step(COMMAND, command=_RELEASE)
+            _reject(key, exc)
+            yield from _fall_back(conn)
+            return
+    yield Step(COMMAND, command=_RELEASE)
+    decisions.update(key, verified)
 
 
 def _rerun_afresh(
-    conn: psycopg.Connection[Any],
-    attempt: Attempt,
+    conn: AnyConnection,
     exc: psycopg.Error,
     reused: bool | None = None,
     guarded: bool = False,
-) -> bool:
+) -> Generator[Step, None, bool]:
     """Rerun a failed server-side run unprepared, if a fresh typing could help.
 
     It can when the run used a copy prepared earlier on this connection,
@@ -285,20 +276,20 @@ def _rerun_afresh(
         # statements are not what psycopg thinks if one is missing or taken.
         cache.invalidate(deallocate_all=_is_stale(exc))
     try:
-        attempt.server_side(False)
+        yield Step(SERVER_SIDE, False)
     except psycopg.Error as again:
         note_server_error(conn, again)
         if again.sqlstate not in _NOT_PREPARABLE:
             raise
         if guarded:
-            run_own(conn, _ROLLBACK_TO)
+            yield Step(COMMAND, command=_ROLLBACK_TO)
         return False
     return True
 
 
 def _reject(key: int, exc: psycopg.Error) -> None:
     """Remember that a statement runs the stock way in this process."""
-    _decisions.update(key, _rejected)
+    decisions.update(key, rejected)
     # Once per statement and process (the SQL stays out: it may hold values).
     logger.debug(
         "a statement runs the stock way (unprepared) from now on: the server "
@@ -307,14 +298,14 @@ def _reject(key: int, exc: psycopg.Error) -> None:
     )
 
 
-def _fall_back(conn: psycopg.Connection[Any], attempt: Attempt) -> None:
-    """Run ``attempt`` the stock way, counted in ``cache_fallbacks``."""
+def _fall_back(conn: AnyConnection) -> Plan:
+    """Run the attempt the stock way, counted in ``cache_fallbacks``."""
     if cache := cache_of(conn):
         cache.fallbacks += 1
-    attempt.stock()
+    yield Step(STOCK)
 
 
-def note_server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> None:
+def note_server_error(conn: AnyConnection, exc: psycopg.Error) -> None:
     """Bookkeeping after a server-side run failed, before any retry."""
     if exc.sqlstate in _VANISHED:
         # Typically a PgBouncer in transaction mode that doesn't carry
@@ -330,33 +321,7 @@ def note_server_error(conn: psycopg.Connection[Any], exc: psycopg.Error) -> None
         cache.invalidate()
 
 
-def signature(query: str, params: Any) -> int:
-    """The statement and the Python types of its parameters (which decide the
-    server-side types, and so whether the server can type the statement).
-
-    Python's hash of them: a fixed size, whatever the SQL, and no cost on
-    the hot path (the string's hash is computed once, and any dict lookup
-    of the SQL would compute it). It is SipHash, 64 bits keyed per process:
-    a new statement collides with one of the 10,000 remembered about once
-    in 10**15, and two colliding statements would share decisions, at worst
-    aborting one transaction, as a schema change does.
-    """
-    return hash((query, _types(params)))
-
-
-def batch_signature(query: str, rows: Iterable[Any]) -> int:
-    """The statement and every distinct tuple of parameter types of a batch:
-    any row can be the one the server can't type."""
-    return hash((query, "executemany", tuple(dict.fromkeys(map(_types, rows)))))
-
-
-def _types(params: Any) -> tuple[Any, ...]:
-    if isinstance(params, dict):
-        return tuple(sorted((k, type(v)) for k, v in params.items()))
-    return tuple(map(type, params))
-
-
-def _reused(conn: psycopg.Connection[Any]) -> bool:
+def _reused(conn: AnyConnection) -> bool:
     cache = cache_of(conn)
     return cache is not None and cache.reused
 

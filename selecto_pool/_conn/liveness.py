@@ -17,9 +17,10 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import ConnStatus, TransactionStatus
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from .. import _compat
+from .statements import AnyConnection
 
 
 def _readable(fd: int) -> bool:
@@ -32,8 +33,9 @@ def _readable(fd: int) -> bool:
     return bool(poller.poll(0))
 
 
-def is_alive(conn: psycopg.Connection) -> bool:
-    """True when ``conn`` can be handed out; False when it must be replaced."""
+def glance(conn: AnyConnection) -> bool | None:
+    """Alive (True) or dead (False) without a round trip; None when the
+    connection has input waiting and only the server can tell."""
     pgconn = conn.pgconn
     if (
         conn.closed
@@ -42,10 +44,16 @@ def is_alive(conn: psycopg.Connection) -> bool:
     ):
         return False
     try:
-        if not _readable(pgconn.socket):
-            return True
+        return None if _readable(pgconn.socket) else True
     except (OSError, ValueError, psycopg.Error):
         return False
+
+
+def is_alive(conn: psycopg.Connection[Any]) -> bool:
+    """True when ``conn`` can be handed out; False when it must be replaced."""
+    alive = glance(conn)
+    if alive is not None:
+        return alive
     try:
         ConnectionPool.check_connection(conn)
     except psycopg.Error:
@@ -53,6 +61,18 @@ def is_alive(conn: psycopg.Connection) -> bool:
     return True
 
 
-def expired(conn: psycopg.Connection[Any]) -> bool:
+async def ais_alive(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """``is_alive()`` for an async connection: the round trip, if any, awaited."""
+    alive = glance(conn)
+    if alive is not None:
+        return alive
+    try:
+        await AsyncConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return False
+    return True
+
+
+def expired(conn: AnyConnection) -> bool:
     """Past ``max_lifetime``? psycopg_pool only asks when a connection returns."""
     return _compat.expires_at(conn) <= time.monotonic()

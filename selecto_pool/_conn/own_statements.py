@@ -18,3 +18,9 @@ from psycopg.abc import Query
 def run_own(conn: psycopg.Connection[Any], statement: Query) -> None:
     with psycopg.Cursor(conn) as cursor:
         cursor.execute(statement, prepare=False)
+
+
+async def arun_own(conn: psycopg.AsyncConnection[Any], statement: Query) -> None:
+    """``run_own()`` on an async connection."""
+    async with psycopg.AsyncCursor(conn) as cursor:
+        await cursor.execute(statement, prepare=False)

@@ -17,7 +17,7 @@ import logging
 import operator
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -81,12 +81,13 @@ client_state: Callable[[Connection], tuple[Any, ...]] = operator.attrgetter(
 )
 
 
-class _Unclean(Exception):
+class Unclean(Exception):
     """The connection can't be brought back to a clean idle state."""
 
 
-class Cleaner:
-    """Cleans the connections returned to one pool, within ``timeout`` seconds.
+class CleanerBase:
+    """What the sync and async cleaners share, without I/O: the reset chosen,
+    the named cursors to close, the client state a connection starts with.
 
     ``reconfigure`` is what the pool runs on a new connection (Django's
     session setup: time zone, role), run again after a reset undid it.
@@ -96,18 +97,17 @@ class Cleaner:
         self,
         pool_name: str,
         *,
-        reset: str | Callable[[Connection], object] | None,
-        reconfigure: Callable[[Connection], object] | None,
-        timeout: float,
+        reset: str | Callable[[Any], object] | None,
+        reconfigure: Callable[[Any], object] | None,
+        named: Mapping[str, Callable[[Any], object]],
     ):
         self.pool_name = pool_name
-        self._reset = NAMED_RESETS[reset] if isinstance(reset, str) else reset
+        self._reset = named[reset] if isinstance(reset, str) else reset
         # A custom reset may drop prepared statements behind psycopg's back.
         self._custom = reset is not None and not isinstance(reset, str)
         self._reconfigure = reconfigure
-        self._watchdog = Watchdog(pool_name, timeout)
         # Named cursors of checked-out connections (see track_cursor).
-        self._cursors: weakref.WeakKeyDictionary[Connection, weakref.WeakSet[Any]]
+        self._cursors: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]]
         self._cursors = weakref.WeakKeyDictionary()
         self._cursors_lock = threading.Lock()
         # client_state() of a connection as the pool configured it.
@@ -117,20 +117,24 @@ class Cleaner:
     def resets(self) -> bool:
         return self._reset is not None
 
-    def configured(self, conn: Connection) -> None:
+    def configured(self, conn: Any) -> None:
         """Remember ``conn``'s client state, as every new connection has it."""
         if self._client_defaults is None:
             self._client_defaults = client_state(conn)
 
-    def restore_client_state(self, conn: Connection) -> None:
-        """Undo what the borrower set on the psycopg object (no I/O); ``conn``
-        must be out of a transaction, as ``isolation_level`` & co. require."""
+    def changed_client_state(self, conn: Any) -> list[tuple[str, Any]]:
+        """(attribute, default) of what the borrower changed on ``conn``."""
         defaults = self._client_defaults
-        if defaults is not None and client_state(conn) != defaults:
-            for name, value in zip(CLIENT_STATE, defaults, strict=True):
-                setattr(conn, name, value)
+        if defaults is None or client_state(conn) == defaults:
+            return []
+        now = client_state(conn)
+        return [
+            (name, value)
+            for name, value, current in zip(CLIENT_STATE, defaults, now, strict=True)
+            if current != value
+        ]
 
-    def track_cursor(self, conn: Connection, cursor: Any) -> None:
+    def track_cursor(self, conn: Any, cursor: Any) -> None:
         """Close the named ``cursor`` on return if it is still open.
 
         A cursor declared WITH HOLD (Django's ``.iterator()`` outside a
@@ -142,13 +146,42 @@ class Cleaner:
         with self._cursors_lock:
             self._cursors.setdefault(conn, weakref.WeakSet()).add(cursor)
 
-    def open_cursors(self, conn: Connection) -> list[Any]:
+    def open_cursors(self, conn: Any) -> list[Any]:
         """The tracked cursors of ``conn`` still open (no longer tracked)."""
         if not self._cursors:
             return []  # the common case, without the lock
         with self._cursors_lock:
             cursors = self._cursors.pop(conn, None)
         return [cursor for cursor in cursors or () if not cursor.closed]
+
+    def _say_discarded(self, why: str, level: int) -> None:
+        """Log why a returned connection is closed (the caller closes it)."""
+        logger.log(
+            level, "closing a connection returned to %r: %s", self.pool_name, why
+        )
+
+
+class Cleaner(CleanerBase):
+    """Cleans the connections returned to one sync pool, within ``timeout`` s."""
+
+    def __init__(
+        self,
+        pool_name: str,
+        *,
+        reset: str | Callable[[Connection], object] | None,
+        reconfigure: Callable[[Connection], object] | None,
+        timeout: float,
+    ):
+        super().__init__(
+            pool_name, reset=reset, reconfigure=reconfigure, named=NAMED_RESETS
+        )
+        self._watchdog = Watchdog(pool_name, timeout)
+
+    def restore_client_state(self, conn: Connection) -> None:
+        """Undo what the borrower set on the psycopg object (no I/O); ``conn``
+        must be out of a transaction, as ``isolation_level`` & co. require."""
+        for name, value in self.changed_client_state(conn):
+            setattr(conn, name, value)
 
     def clean(
         self,
@@ -162,8 +195,8 @@ class Cleaner:
         asked; False if ``conn`` was closed instead."""
         if conn.closed:
             return False
-        if (unrecoverable := _unrecoverable(conn)) is not None:
-            self._discard(conn, *unrecoverable)
+        if (why_not := unrecoverable(conn)) is not None:
+            self._discard(conn, *why_not)
             return False
         guard = None
         too_long = f"cleaning it took longer than {self._watchdog.seconds} s"
@@ -177,7 +210,7 @@ class Cleaner:
                 why = f"it could not be reset: {type(exc).__name__}"
             self._discard(conn, why, logging.WARNING)
             return False
-        except _Unclean as exc:
+        except Unclean as exc:
             self._discard(conn, str(exc), logging.WARNING)
             return False
         except Exception:
@@ -221,15 +254,9 @@ class Cleaner:
         if inspect.isgenerator(result) or inspect.isawaitable(result):
             # A generator or async function: calling it ran none of its code.
             kind = "generator" if inspect.isgenerator(result) else "coroutine"
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()  # no "never awaited" warning on top of this error
-            raise TypeError(
-                f"the reset {reset!r} returned a {kind}, and so did nothing: "
-                "it must be a plain function taking the connection"
-            )
+            raise did_nothing(reset, result, kind, "a plain function")
         if (status := conn.pgconn.transaction_status) != IDLE:
-            raise _Unclean(
+            raise Unclean(
                 f"its reset left it {TransactionStatus(status).name}, not IDLE"
             )
         if not conn.autocommit:
@@ -251,13 +278,22 @@ class Cleaner:
                 conn.prepare_threshold = threshold
 
     def _discard(self, conn: Connection, why: str, level: int) -> None:
-        logger.log(
-            level, "closing a connection returned to %r: %s", self.pool_name, why
-        )
+        self._say_discarded(why, level)
         conn.close()
 
 
-def _unrecoverable(conn: Connection) -> tuple[str, int] | None:
+def did_nothing(reset: object, result: Any, kind: str, expected: str) -> TypeError:
+    """The error for a reset that returned ``result``, of which none ran."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()  # no "never awaited" warning on top of this error
+    return TypeError(
+        f"the reset {reset!r} returned a {kind}, and so did nothing: it must "
+        f"be {expected} taking the connection"
+    )
+
+
+def unrecoverable(conn: Any) -> tuple[str, int] | None:
     """Why ``conn`` must be closed without trying to clean it (and how loudly).
 
     A rollback would wait for the end of whatever is in progress: a COPY or

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg import pq
@@ -35,11 +35,15 @@ from psycopg.abc import PQGen
 
 from .._compat import Prepare, PrepareManager, prepare_manager_of, set_prepare_manager
 from . import literals
-from .own_statements import run_own
+from .own_statements import arun_own, run_own
 
 logger = logging.getLogger("selecto_pool.statements")
 
 COMMAND_OK = pq.ExecStatus.COMMAND_OK
+
+#: A pooled connection, sync or async: the cache and the decisions about it
+#: read and set its state only, which both kinds share.
+AnyConnection: TypeAlias = "psycopg.Connection[Any] | psycopg.AsyncConnection[Any]"
 
 # psycopg clears its cache on these command tags; ROLLBACK is left out.
 _CLEARS_SERVER_STATE = re.compile(rb"^(?:DROP|ALTER|DISCARD ALL|DEALLOCATE ALL)\b")
@@ -237,7 +241,7 @@ class StatementCache(PrepareManager):
 
 
 def install(
-    conn: psycopg.Connection[Any],
+    conn: AnyConnection,
     cache_size: int,
     cache_bytes: int,
     threshold: int,
@@ -248,6 +252,10 @@ def install(
     conn.prepare_threshold = threshold
     conn.prepared_max = cache_size
     literals.register(conn.adapters)
+
+
+#: How many statements psycopg prepared are on the server now.
+_SERVER_COUNT = "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql"
 
 
 def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
@@ -261,10 +269,7 @@ def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
     if cache is None or not cache.statements:
         return
     with psycopg.Cursor(conn) as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql",
-            prepare=False,
-        )
+        cursor.execute(_SERVER_COUNT, prepare=False)
         row = cursor.fetchone()
     if row is not None and row[0] < cache.statements:
         # psycopg forgets every statement on seeing the command; the rest
@@ -272,6 +277,18 @@ def forget_if_lost(conn: psycopg.Connection[Any]) -> None:
         run_own(conn, "DEALLOCATE ALL")
 
 
-def cache_of(conn: psycopg.Connection[Any]) -> StatementCache | None:
+async def aforget_if_lost(conn: psycopg.AsyncConnection[Any]) -> None:
+    """``forget_if_lost()`` on an async connection."""
+    cache = cache_of(conn)
+    if cache is None or not cache.statements:
+        return
+    async with psycopg.AsyncCursor(conn) as cursor:
+        await cursor.execute(_SERVER_COUNT, prepare=False)
+        row = await cursor.fetchone()
+    if row is not None and row[0] < cache.statements:
+        await arun_own(conn, "DEALLOCATE ALL")
+
+
+def cache_of(conn: AnyConnection) -> StatementCache | None:
     cache = prepare_manager_of(conn)
     return cache if isinstance(cache, StatementCache) else None

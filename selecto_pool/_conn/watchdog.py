@@ -17,9 +17,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg
+from .statements import AnyConnection
 
 logger = logging.getLogger("selecto_pool.pool")
 
@@ -61,7 +60,7 @@ class Watchdog:
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def guard(self, conn: psycopg.Connection[Any]) -> Iterator[Guard]:
+    def guard(self, conn: AnyConnection) -> Iterator[Guard]:
         """Bound what runs in the block: past the deadline, ``conn`` is cut."""
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         guard = Guard(time.monotonic() + self.seconds, sock)

@@ -1,12 +1,15 @@
 """Pool stats as metrics: one model, two outputs.
 
-``families()`` describes every metric of this process's ORM pools; the
+``families()`` describes every metric of this process's pools; the
 OpenMetrics text of ``/health/db?format=openmetrics`` (``render()``) and the
 prometheus_client collector (``selecto_pool.metrics``) are both made from it,
 so they can't drift apart. Names follow Prometheus's conventions (base units,
-``_total`` counters) and every sample carries ``alias``, ``host`` and
-``pid``: behind a load balancer each scrape reaches one process, and the
-series of different processes must not collide.
+``_total`` counters) and every sample carries ``host`` and ``pid``: behind a
+load balancer each scrape reaches one process, and the series of different
+processes must not collide. An ORM pool's samples carry its ``alias``; a
+direct pool's (``start_pool()``, ``astart_pool()``) carry ``pool`` (its
+name) and ``kind="direct"`` instead, so that neither kind's series can be
+taken for the other's, and the alias series keep the labels they had.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .._pool.stats import PoolStats
-from .._process import control, registry
+from .._process import control, direct, registry
 
 CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 PREFIX = "selecto_pool_"
@@ -79,15 +82,21 @@ def identity() -> dict[str, str]:
 def current(up: Mapping[str, bool] | None = None) -> list[Family]:
     """The families of this process's pools now (``up``: the health probes)."""
     pools = {alias: pool.stats() for alias, pool in registry.all_pools().items()}
-    return families(pools, control.counters(), up)
+    return families(pools, control.counters(), up, dict(direct.stats()))
 
 
 def families(
     pools: Mapping[str, PoolStats],
     responders: Mapping[str, Mapping[str, int]],
     up: Mapping[str, bool] | None = None,
+    direct_pools: Mapping[str, PoolStats] | None = None,
 ) -> list[Family]:
     who = identity()
+    labelled = [({"alias": alias, **who}, stats) for alias, stats in pools.items()]
+    labelled += [
+        ({"pool": name, "kind": "direct", **who}, stats)
+        for name, stats in (direct_pools or {}).items()
+    ]
     result = []
     if up is not None:
         up_family = Family(
@@ -102,8 +111,7 @@ def families(
             unit = "seconds" if name.endswith("_seconds") else ""
             family = Family(PREFIX + name, kind, help_text, unit)
             family.samples.extend(
-                ({"alias": alias, **who}, _value(stats, stat))
-                for alias, stats in pools.items()
+                (labels, _value(stats, stat)) for labels, stats in labelled
             )
             result.append(family)
     for name, (counter, help_text) in _CONTROL.items():

@@ -68,12 +68,18 @@ def columns(wide: bool) -> list[tuple[str, str]]:
     return [(title, key) for title, key, default in COLUMNS if wide or default]
 
 
+#: What a row's ``kind`` says: the ORM's pool of an alias, or a pool of the
+#: direct API (``start_pool()``, ``astart_pool()``), whose ALIAS column shows
+#: ``direct:<name>``.
+ALIAS, DIRECT = "alias", "direct"
+
+
 def row(
-    host: str, pid: int | None, alias: str, stats: dict[str, Any]
+    host: str, pid: int | None, alias: str, stats: dict[str, Any], kind: str = ALIAS
 ) -> dict[str, Any]:
     """One process's pool as a flat row (every COLUMNS key present)."""
     data = {key: stats.get(key) for _, key, _ in COLUMNS}
-    data.update(host=host, pid=pid, alias=alias)
+    data.update(host=host, pid=pid, alias=alias, kind=kind)
     if isinstance(stats.get("pool_size"), int) and isinstance(
         stats.get("max_overflow"), int
     ):
@@ -85,7 +91,7 @@ def row(
 
 def silent_row(host: str, pid: int | None, alias: str) -> dict[str, Any]:
     data: dict[str, Any] = dict.fromkeys((key for _, key, _ in COLUMNS), None)
-    data.update(host=host, pid=pid, alias=alias, status="no answer")
+    data.update(host=host, pid=pid, alias=alias, kind=ALIAS, status="no answer")
     return data
 
 
@@ -105,7 +111,8 @@ def totals(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
         rates = [r.get(f"{key}_per_second") for r in answered]
         known = [rate for rate in rates if rate is not None]
         total[f"{key}_per_second"] = round(sum(known), 2) if known else None
-    total["processes"] = len(answered)
+    # Processes, not rows: one may have several aliases and direct pools.
+    total["processes"] = len({(r["host"], r["pid"]) for r in answered})
     return total
 
 

@@ -4,6 +4,8 @@
 both mix in ``PoolBase``: the process the pool belongs to, its usage
 counters, leak detection and maintenance thread, the callbacks run when it
 closes, and the refusals of a pool inherited across ``fork()`` or stopping.
+``AsyncSelectoPool`` mixes in ``PoolState``, all of that but the thread and
+the sync ``stop()`` (its maintenance is a task, its stop awaited).
 Checkout and checkin stay in each pool, without a call to this module: they
 are the hot path. ``PoolBase`` comes last among a pool's bases, so that its
 ``super()`` calls (psycopg_pool's ``getconn``...) look through no extra class.
@@ -43,8 +45,8 @@ def wait_at_most(timeout: float) -> float:
     return min(timeout, _LONGEST_WAIT) if timeout >= 0 else 0.0  # NaN: 0
 
 
-class PoolBase:
-    """Mixed into a pool class, after its connection-handling base."""
+class PoolState:
+    """The state every pool keeps, sync or async; mixed in last."""
 
     name: str
     options: PoolOptions
@@ -58,6 +60,44 @@ class PoolBase:
     _draining: bool
     _close_callbacks: list[Callable[[], None]]
     _leaks: LeakDetector | None
+    #: How a forked child gets a pool of its own (said by ``PoolClosed``).
+    _in_a_child = "a forked process gets its own pool from get_pool() or the ORM"
+
+    def _init_state(self, name: str, options: PoolOptions, target: Any) -> None:
+        self.options = options
+        self.target = target
+        self.owner_pid = os.getpid()
+        forks.watch()
+        self._born_in = forks.current()
+        self.started_at = time.time()
+        self._close_callbacks = []
+        self._usage = Usage()
+        self._draining = False
+        # Nothing is recorded at checkout unless leak detection is on.
+        self._leaks = (
+            LeakDetector(name, options.leak_detection_threshold)
+            if options.leak_detection_threshold
+            else None
+        )
+
+    def add_close_callback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the pool closes (e.g. stop its responder)."""
+        self._close_callbacks.append(callback)
+
+    def _refuse_if_unusable(self) -> None:
+        """Raise ``PoolClosed`` if the pool is a forked parent's, or stopping."""
+        if self._born_in != forks.current():
+            raise PoolClosed(
+                f"pool {self.name!r} belongs to process {self.owner_pid}; "
+                f"{self._in_a_child}"
+            )
+        if self._draining:
+            raise PoolClosed(f"pool {self.name!r} is stopping")
+
+
+class PoolBase(PoolState):
+    """Mixed into a sync pool class, after its connection-handling base."""
+
     _maintainer: Maintainer
     # Each pool's own: the maintenance thread runs sweep_idle(), stop() ends
     # with close().
@@ -74,21 +114,7 @@ class PoolBase:
         retry_delay: Callable[[], float],
     ) -> None:
         """Set up the shared state; ``run_task`` runs a parked reconnection."""
-        self.options = options
-        self.target = target
-        self.owner_pid = os.getpid()
-        forks.watch()
-        self._born_in = forks.current()
-        self.started_at = time.time()
-        self._close_callbacks = []
-        self._usage = Usage()
-        self._draining = False
-        # Nothing is recorded at checkout unless leak detection is on.
-        self._leaks = (
-            LeakDetector(name, options.leak_detection_threshold)
-            if options.leak_detection_threshold
-            else None
-        )
+        self._init_state(name, options, target)
         # Weak callbacks: an abandoned pool can still be garbage-collected.
         self._maintainer = Maintainer(
             name,
@@ -112,17 +138,3 @@ class PoolBase:
                 still_out,
             )
         self.close(timeout=max(deadline - time.monotonic(), 0.1))
-
-    def add_close_callback(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` when the pool closes (e.g. stop its responder)."""
-        self._close_callbacks.append(callback)
-
-    def _refuse_if_unusable(self) -> None:
-        """Raise ``PoolClosed`` if the pool is a forked parent's, or stopping."""
-        if self._born_in != forks.current():
-            raise PoolClosed(
-                f"pool {self.name!r} belongs to process {self.owner_pid}; a forked "
-                "process gets its own pool from get_pool() or the ORM"
-            )
-        if self._draining:
-            raise PoolClosed(f"pool {self.name!r} is stopping")

@@ -33,7 +33,8 @@ _MAX_SCAN_SECONDS = 5.0
 @dataclass
 class _Checkout:
     since: float
-    thread: str
+    #: Who took it: "thread 'MainThread'", "task 'Task-7'".
+    holder: str
     stack: traceback.StackSummary
     reported: bool = False
 
@@ -58,8 +59,12 @@ class LeakDetector:
         """Connections reported as leaked since the pool started."""
         return self._leaks
 
-    def checked_out(self, conn: Any, depth: int = 1) -> None:
-        """Record a checkout; ``depth`` frames above the caller are the pool's."""
+    def checked_out(self, conn: Any, depth: int = 1, task: str | None = None) -> None:
+        """Record a checkout; ``depth`` frames above the caller are the pool's.
+
+        ``task`` names the asyncio task that took it, for an async pool (all
+        its tasks share one thread).
+        """
         frame = sys._getframe(depth + 1)
         stack = traceback.StackSummary.extract(
             traceback.walk_stack(frame), lookup_lines=False
@@ -68,7 +73,12 @@ class LeakDetector:
         # The innermost frames are the pool's own (checkout(), execute()...).
         while stack and stack[-1].filename.startswith(_PACKAGE_DIR):
             stack.pop()
-        record = _Checkout(time.monotonic(), threading.current_thread().name, stack)
+        holder = (
+            f"task {task!r}"
+            if task is not None
+            else f"thread {threading.current_thread().name!r}"
+        )
+        record = _Checkout(time.monotonic(), holder, stack)
         with self._lock:
             self._out[id(conn)] = record
 
@@ -94,12 +104,12 @@ class LeakDetector:
             self._leaks += len(overdue)
         for record in overdue:
             logger.warning(
-                "pool %r: a connection checked out %.1f s ago by thread %r has not "
+                "pool %r: a connection checked out %.1f s ago by %s has not "
                 "been returned (leak_detection_threshold %g s); it was checked "
                 "out at:\n%s",
                 self.pool_name,
                 now - record.since,
-                record.thread,
+                record.holder,
                 self.threshold,
                 "".join(record.stack.format()).rstrip(),
             )

@@ -37,25 +37,13 @@ from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
 from .base import PoolBase, checkout_timeout, wait_at_most
+from .psycopg_common import TAKE_IDLE_TIMEOUT, TCP_KEEPALIVE_DEFAULTS, pool_arguments
 from .statement_caches import StatementCaches
 from .stats import PoolStats, exhausted_message, snapshot
 
 logger = logging.getLogger("selecto_pool.pool")
 
 Connection = psycopg.Connection[Any]
-
-# Detect a vanished peer (no FIN) within about a minute instead of hours.
-TCP_KEEPALIVE_DEFAULTS = {
-    "keepalives": 1,
-    "keepalives_idle": 30,
-    "keepalives_interval": 10,
-    "keepalives_count": 3,
-}
-
-# The longest wait at checkout: a longer one overflows threading's.
-# How long a background look at idle connections waits to take one before
-# giving up (the pool got busy: whoever took the connection checks it anyway).
-_TAKE_IDLE_TIMEOUT = 0.01
 
 
 class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
@@ -95,19 +83,11 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
             conninfo,
             connection_class=connection_class,
             kwargs={**TCP_KEEPALIVE_DEFAULTS, **kwargs},
-            min_size=options.pool_size,
-            max_size=options.max_size,
             open=False,
             configure=self._configure_new,
             check=check,
             name=name,
-            timeout=options.checkout_timeout,
-            max_lifetime=options.max_lifetime,
-            max_idle=options.max_idle,
-            max_waiting=options.max_waiting,
-            num_workers=options.num_workers,
-            reconnect_timeout=options.reconnect_timeout,
-            reconnect_failed=options.reconnect_failed,
+            **pool_arguments(options),
         )
 
     # -- checkout and checkin ---------------------------------------------
@@ -336,7 +316,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
         """
         for _ in range(self.get_stats().get("pool_available", 0)):
             try:
-                conn = super().getconn(timeout=_TAKE_IDLE_TIMEOUT)
+                conn = super().getconn(timeout=TAKE_IDLE_TIMEOUT)
             except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed):
                 return
             if self._vet(conn):

@@ -1,5 +1,7 @@
 """The prepared-statement caches of one pool's connections, kept together.
 
+The same for the sync and the async pool: nothing here does I/O.
+
 Each connection has its own cache (``_conn.statements``); the pool needs to
 clear them all (``clearcache``, ``migrate``), to add up their counters, and
 to stop preparing once statements turn out not to survive on the server (a
@@ -13,12 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any
-
-import psycopg
 
 from .._config.options import PoolOptions
 from .._conn import statements
+from .._conn.statements import AnyConnection
 
 logger = logging.getLogger("selecto_pool.statements")
 
@@ -39,11 +39,11 @@ class StatementCaches:
         self._vanished = 0
         self._lock = threading.Lock()
         self._generation = 0
-        self._conn_generation: weakref.WeakKeyDictionary[
-            psycopg.Connection[Any], int
-        ] = weakref.WeakKeyDictionary()
+        self._conn_generation: weakref.WeakKeyDictionary[AnyConnection, int] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def install(self, conn: psycopg.Connection[Any]) -> None:
+    def install(self, conn: AnyConnection) -> None:
         """Give a new connection its cache (when the pool prepares at all)."""
         self._conn_generation[conn] = self._generation
         if self._options.prepares and not self.preparing_stopped:
@@ -60,11 +60,11 @@ class StatementCaches:
         with self._lock:
             self._generation += 1
 
-    def is_current(self, conn: psycopg.Connection[Any]) -> bool:
+    def is_current(self, conn: AnyConnection) -> bool:
         """Whether ``conn`` was cleared since the last ``clear_all()``."""
         return self._conn_generation.get(conn, -1) == self._generation
 
-    def cleared(self, conn: psycopg.Connection[Any]) -> None:
+    def cleared(self, conn: AnyConnection) -> None:
         self._conn_generation[conn] = self._generation
 
     def vanished(self) -> None:
@@ -81,10 +81,14 @@ class StatementCaches:
                 self._pool_name,
             )
 
+    def connections(self) -> list[AnyConnection]:
+        """Every connection of the pool still referenced (open or not)."""
+        return list(self._conn_generation.keys())
+
     def snapshot(self) -> list[dict[str, int]]:
         """The counters of each open connection's cache (backend pid included)."""
         caches = []
-        for conn in list(self._conn_generation.keys()):
+        for conn in self.connections():
             cache = statements.cache_of(conn)
             if cache is not None and not conn.closed:
                 caches.append(

@@ -30,15 +30,16 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import psycopg
 
-from .._pool.pool import TCP_KEEPALIVE_DEFAULTS, SelectoPool
+from .._pool.pool import SelectoPool
+from .._pool.psycopg_common import TCP_KEEPALIVE_DEFAULTS
 from ..errors import ControlMessageRejected
 from . import control_messages as messages
-from . import registry
+from . import direct, registry
 
 logger = logging.getLogger("selecto_pool.control")
 
@@ -253,7 +254,13 @@ class Responder:
             return
         self._counts["requests"] += 1
         if request.operation == "stats":
-            self._reply(conn, request, {"stats": self.pool.stats().as_dict()})
+            answer: dict[str, Any] = {"stats": self.pool.stats().as_dict()}
+            if self._reports_direct_pools():
+                answer |= _listed(
+                    {"name": label, "stats": stats.as_dict()}
+                    for label, stats in direct.stats()
+                )
+            self._reply(conn, request, answer)
         else:
             self._pending_clears.append(request)
             self._clear_if_due(conn)
@@ -266,9 +273,19 @@ class Responder:
         self._next_clear = time.monotonic() + CLEAR_INTERVAL
         self._counts["clears"] += 1
         cleared = self.pool.clear_prepared()
+        answer: dict[str, Any] = {"cleared": cleared}
+        if self._reports_direct_pools():
+            answer |= _listed(
+                {"name": label, "cleared": count} for label, count in direct.clear_all()
+            )
         for request in pending:
             if request.wants_reply:
-                self._reply(conn, request, {"cleared": cleared})
+                self._reply(conn, request, answer)
+
+    def _reports_direct_pools(self) -> bool:
+        """Whether this responder answers for the process's direct pools too:
+        one of them does, the first alias's, so that each shows once."""
+        return min(_live, default=None) == self.alias
 
     def _reply(
         self,
@@ -278,13 +295,24 @@ class Responder:
     ) -> None:
         if not request.wants_reply:
             return
+        answer = {**answer, "direct": list(answer.get("direct", []))}
         answer.update(
             host=socket.gethostname(),
             pid=os.getpid(),
             alias=self.alias,
             backend=conn.info.backend_pid,
         )
-        payload = messages.sign_reply(request, answer)
+        while True:
+            try:
+                payload = messages.sign_reply(request, answer)
+                break
+            except ValueError:
+                # Over NOTIFY's 8000 bytes: the direct pools that don't fit
+                # are counted, not listed.
+                if not answer.get("direct"):
+                    raise
+                answer["direct"].pop()
+                answer["direct_omitted"] = answer.get("direct_omitted", 0) + 1
         conn.execute("SELECT pg_notify(%s, %s)", [request.reply_channel, payload])
 
     def _wait(self) -> float | None:
@@ -292,6 +320,16 @@ class Responder:
         if not self._pending_clears:
             return None
         return max(self._next_clear - time.monotonic(), 0.0)
+
+
+def _listed(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """A reply's ``direct`` entries: as many as a reply may list, the rest
+    counted in ``direct_omitted``."""
+    listed = list(entries)
+    return {
+        "direct": listed[: messages.MAX_DIRECT],
+        "direct_omitted": max(len(listed) - messages.MAX_DIRECT, 0),
+    }
 
 
 class _Gate:

@@ -37,6 +37,8 @@ MAX_PAYLOAD_BYTES = 7999
 #: A request older than this, or dated this far ahead, is refused: clock skew
 #: between hosts plus transit time.
 MAX_AGE = 30.0
+#: Direct pools (``start_pool()``, ``astart_pool()``) one reply may list.
+MAX_DIRECT = 64
 #: Nonces remembered against replay (requests come from operators and
 #: migrate, a few per second at most).
 REPLAY_MEMORY = 4096
@@ -150,7 +152,29 @@ def open_reply(payload: str, request: Request, sender: int) -> dict[str, Any]:
         answer["cleared"] = body["cleared"]
     else:
         answer["stats"] = _valid_stats(body.get("stats"))
+    answer["direct"] = _valid_direct(body.get("direct", []), request.operation)
+    if not _is_count(omitted := body.get("direct_omitted", 0)):
+        raise ControlMessageRejected("a reply with an invalid direct_omitted")
+    answer["direct_omitted"] = omitted
     return answer
+
+
+def _valid_direct(entries: Any, operation: str) -> list[dict[str, Any]]:
+    """The direct pools a reply lists: a name each, and its stats or count."""
+    if not isinstance(entries, list) or len(entries) > MAX_DIRECT:
+        raise ControlMessageRejected("a reply with an invalid list of direct pools")
+    valid = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not _is_text(entry.get("name")):
+            raise ControlMessageRejected("a reply with an unnamed direct pool")
+        if operation == "clear":
+            if not _is_count(entry.get("cleared")):
+                raise ControlMessageRejected("a direct pool's clear without a count")
+            valid.append({"name": entry["name"], "cleared": entry["cleared"]})
+        else:
+            stats = _valid_stats(entry.get("stats"))
+            valid.append({"name": entry["name"], "stats": stats})
+    return valid
 
 
 class ReplayGuard:

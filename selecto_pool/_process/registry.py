@@ -7,7 +7,7 @@ shared with the parent. After ``fork()`` the child forgets the inherited pools
 own on first use.
 
 At interpreter exit, every pool of this process, the ORM's and those of
-``start_pool()``, is drained and closed (``_shutdown``).
+``start_pool()`` and ``astart_pool()``, is drained and closed (``_shutdown``).
 """
 
 from __future__ import annotations
@@ -20,22 +20,27 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from .._pool.abc import Pool
+from .._pool.async_pool import AsyncSelectoPool
 from . import shutdown
 
 P = TypeVar("P", bound=Pool)
+#: A pool of the direct API: ``start_pool()``'s (either adapter) or
+#: ``astart_pool()``'s, whose methods are coroutines (not a ``Pool``).
+DirectPool = Pool | AsyncSelectoPool
 
 # Re-entrant: a pool factory may register its fork callback while we build it.
 _lock = threading.RLock()
 _pools: dict[str, Pool] = {}
 # Pools inherited from a parent process: referenced, never used or closed.
-_inherited: list[Pool] = []
+_inherited: list[Pool | AsyncSelectoPool] = []
 _after_fork_callbacks: list[Callable[[], None]] = []
 _fork_hook_installed = False
 # Bumped whenever a pool is added, replaced or forgotten, so that a Django
 # connection can keep its pool at hand and know when to look it up again.
 version = 0
-# Pools from start_pool(), stopped at exit unless their owner stopped them.
-_direct: weakref.WeakSet[Pool] = weakref.WeakSet()
+# Pools from start_pool() and astart_pool(), stopped at exit unless their
+# owner stopped them.
+_direct: weakref.WeakSet[DirectPool] = weakref.WeakSet()
 _exit_hook_installed = False
 
 
@@ -86,11 +91,18 @@ def all_pools() -> dict[str, Pool]:
     return dict(_pools)
 
 
-def track(pool: Pool) -> None:
-    """Remember a pool from ``start_pool()``, to stop it at interpreter exit."""
+def track(pool: DirectPool) -> None:
+    """Remember a pool from ``start_pool()`` or ``astart_pool()``, to stop it
+    at interpreter exit."""
     with _lock:
         _install_exit_hook()
         _direct.add(pool)
+
+
+def direct_pools() -> list[DirectPool]:
+    """The open pools of the direct API in this process (each has ``stats()``)."""
+    with _lock:
+        return [pool for pool in _direct if not pool.closed]
 
 
 def on_fork_in_child(callback: Callable[[], None]) -> None:

@@ -18,13 +18,16 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from .._pool.async_exit import stop_at_exit
+from .._pool.async_pool import AsyncSelectoPool
+
 if TYPE_CHECKING:
     from .._pool.abc import Pool
 
 logger = logging.getLogger("selecto_pool.pool")
 
 
-def stop_pools(pools: Iterable[Pool]) -> None:
+def stop_pools(pools: Iterable[Pool | AsyncSelectoPool]) -> None:
     """Drain and close the open ``pools`` this process owns (not inherited ones)."""
     owned = [
         pool for pool in pools if pool.owner_pid == os.getpid() and not pool.closed
@@ -36,7 +39,12 @@ def stop_pools(pools: Iterable[Pool]) -> None:
     for pool in owned:
         remaining = started + pool.options.exit_timeout - time.monotonic()
         try:
-            pool.stop(timeout=max(remaining, 0.0))
+            if isinstance(pool, AsyncSelectoPool):
+                # Nothing can be awaited here: stopped in its loop if that
+                # still runs, else its connections are closed from here.
+                stop_at_exit(pool, timeout=max(remaining, 0.0))
+            else:
+                pool.stop(timeout=max(remaining, 0.0))
         except Exception:
             # Exiting anyway: say why this pool could not be stopped cleanly.
             logger.exception("stopping pool %r at exit failed", pool.name)

@@ -9,7 +9,7 @@ import psycopg
 from django.db.backends.postgresql.base import CursorMixin
 
 from .._compat import set_rowcount
-from .._conn import execution
+from .._conn import decisions, execution
 from .._conn.execution import Attempt
 
 
@@ -32,7 +32,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             return self._execute_stock(query, params)
         execute = super().execute
         attempt = Attempt(
-            execution.signature(query, params),
+            decisions.signature(query, params),
             lambda prepare: execute(query, params, prepare=prepare, binary=binary),
             lambda: self._execute_stock(query, params),
         )
@@ -62,7 +62,7 @@ class SelectoCursor(CursorMixin, psycopg.Cursor[Any]):
             return
         executemany = super().executemany
         attempt = Attempt(
-            execution.batch_signature(query, rows),
+            decisions.batch_signature(query, rows),
             lambda prepare: executemany(query, rows, returning=returning),
             lambda: self._executemany_stock(query, rows),
         )

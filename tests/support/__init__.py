@@ -16,6 +16,8 @@ another test module:
   their children, and a function in a forked child (``report_from_fork``);
 * ``proxy``: a TCP proxy that injects network faults;
 * ``pgbouncer``: Debian's PgBouncer in front of a server;
+* ``aio``: an async pool for a block, waits in a loop, the event loop's lag,
+  an event loop in a thread of its own (``loop_thread``);
 * ``worker`` and ``exiting``: programs those processes run
   (``python -m tests.support.worker``);
 * ``celery_app`` and ``celery_settings``: a Celery app needing no service, and

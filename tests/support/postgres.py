@@ -89,6 +89,17 @@ def begin_smart_shutdown(server: LocalPostgres) -> None:
     os.kill(pid, signal.SIGTERM)
 
 
+def begin_fast_shutdown(server: LocalPostgres) -> None:
+    """``pg_ctl stop -m fast`` without its fork: a signal to the postmaster,
+    which terminates every session and stops (see ``wait_until_stopped``)."""
+    pid = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGINT)
+
+
+def stopped(server: LocalPostgres) -> bool:
+    return not (server.data_dir / "postmaster.pid").exists()
+
+
 def wait_until_stopped(server: LocalPostgres, timeout: float = 30) -> None:
     clients.wait_for(lambda: not (server.data_dir / "postmaster.pid").exists(), timeout)
 

@@ -15,7 +15,7 @@ from ..._ops.commands import (
     pooled_aliases,
     rejected_note,
 )
-from ..._process import registry
+from ..._process import direct, registry
 
 
 class Command(BaseCommand):
@@ -43,9 +43,19 @@ class Command(BaseCommand):
                 continue
             gathered = ask(alias, "clear", options["timeout"])
             processes += len(gathered.answers)
-            connections += sum(answer["cleared"] for answer in gathered.answers)
+            connections += sum(
+                answer["cleared"]
+                + sum(entry["cleared"] for entry in answer.get("direct", ()))
+                for answer in gathered.answers
+            )
             silent += gathered.silent
             rejected += gathered.rejected
+        if options["local"] and options["database"] is None:
+            # The direct API's pools (start_pool(), astart_pool()) too.
+            cleared = direct.clear_all()
+            connections += sum(count for _, count in cleared)
+            if cleared and not processes:
+                processes = 1
         if rejected:
             self.stderr.write(rejected_note(rejected))
         if options["json"]:

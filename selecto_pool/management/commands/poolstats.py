@@ -22,7 +22,7 @@ from ..._ops.commands import (
     rejected_note,
 )
 from ..._ops.rates import Rates
-from ..._process import registry
+from ..._process import direct, registry
 
 _LONGEST_WATCH = 86_400.0
 
@@ -75,16 +75,16 @@ class Command(BaseCommand):
             return  # the way to end --watch
 
     def _collect(self, options: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-        """One row per process and alias; how many replies were rejected."""
+        """One row per process and alias, and per direct pool (unless
+        ``--database`` picks an alias); how many replies were rejected."""
         rows, rejected = [], 0
+        with_direct = options["database"] is None
+        host, pid = socket.gethostname(), os.getpid()
         for alias in pooled_aliases(options["database"]):
             if options["local"]:
                 pool = registry.get(alias)
                 if pool is not None:
-                    stats = pool.stats().as_dict()
-                    rows.append(
-                        report.row(socket.gethostname(), os.getpid(), alias, stats)
-                    )
+                    rows.append(report.row(host, pid, alias, pool.stats().as_dict()))
                 continue
             gathered = ask(alias, "stats", options["timeout"])
             rejected += gathered.rejected
@@ -92,9 +92,28 @@ class Command(BaseCommand):
                 rows.append(
                     report.row(answer["host"], answer["pid"], alias, answer["stats"])
                 )
+                if with_direct:
+                    rows += _direct_rows(answer)
+                    if answer.get("direct_omitted"):
+                        self.stderr.write(
+                            f"pid {answer['pid']} on {answer['host']} has "
+                            f"{answer['direct_omitted']} more direct pool(s) than "
+                            "one reply can list (--local there shows them all)."
+                        )
             for silent in gathered.silent:
                 rows.append(report.silent_row(silent["host"], silent["pid"], alias))
-        return rows, rejected
+        if options["local"] and with_direct:
+            rows += _direct_rows(
+                {
+                    "host": host,
+                    "pid": pid,
+                    "direct": [
+                        {"name": name, "stats": stats.as_dict()}
+                        for name, stats in direct.stats()
+                    ],
+                }
+            )
+        return _once(rows), rejected
 
     def _print(
         self,
@@ -130,6 +149,33 @@ class Command(BaseCommand):
             self.stdout.write(f"{now:%H:%M:%S}")
         self.stdout.write("\n".join(lines))
         return bool(totals["processes"])
+
+
+def _direct_rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the direct pools a process listed in its ``answer``."""
+    return [
+        report.row(
+            answer["host"],
+            answer["pid"],
+            f"{direct.ROW_PREFIX}{entry['name']}",
+            entry["stats"],
+            kind=report.DIRECT,
+        )
+        for entry in answer.get("direct", ())
+    ]
+
+
+def _once(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each direct pool's row once, though several replies listed it."""
+    seen: set[tuple[Any, ...]] = set()
+    kept = []
+    for data in rows:
+        key = (data["host"], data["pid"], data["alias"])
+        if data["kind"] == report.DIRECT and key in seen:
+            continue
+        seen.add(key)
+        kept.append(data)
+    return kept
 
 
 def _nobody_answered(
