@@ -50,6 +50,21 @@ def test_stop_drains_then_refuses(transactional_db: None) -> None:
     asyncio.run(scenario())
 
 
+def test_a_pool_closed_by_hand_refuses_to_reopen_with_the_way_out(
+    transactional_db: None,
+) -> None:
+    """``close()`` rather than ``astop_pool()``: reopening says what builds a
+    new pool, with every psycopg_pool release (its own error changed class)."""
+
+    async def scenario() -> None:
+        pool = await sp.astart_pool(conninfo_of("default"), pool_size=1)
+        await pool.close()
+        with pytest.raises(PoolClosed, match="stop_pool"):
+            await pool.open()
+
+    asyncio.run(scenario())
+
+
 def test_a_pool_serves_only_the_loop_that_started_it(transactional_db: None) -> None:
     async def start() -> sp.AsyncSelectoPool:
         return await sp.astart_pool(conninfo_of("default"), pool_size=1)

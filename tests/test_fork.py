@@ -141,9 +141,7 @@ def test_gunicorn_preload_workers_each_get_their_own_pool(
     )
 
 
-def test_a_forked_child_decides_statements_though_a_thread_held_the_lock() -> (
-    None
-):
+def test_a_forked_child_decides_statements_though_a_thread_held_the_lock() -> None:
     """The statement decisions' lock, held by a parent's thread at fork(),
     would be held for good in the child (that thread doesn't exist there):
     its first new statement would hang the child."""

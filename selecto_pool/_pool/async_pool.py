@@ -231,8 +231,11 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection], PoolSt
         if not wait and not self.closed:
             return
         _compat.check()
+        if self.closed:
+            self._refuse_reopening()
         self._loop = asyncio.get_running_loop()
         await super().open(wait=wait, timeout=timeout)
+        self._opened_once = True
         self._maintainer.start()
 
     async def close(self, timeout: float = 5.0) -> None:

@@ -60,6 +60,7 @@ class PoolState:
     _draining: bool
     _close_callbacks: list[Callable[[], None]]
     _leaks: LeakDetector | None
+    _opened_once: bool
     #: How a forked child gets a pool of its own (said by ``PoolClosed``).
     _in_a_child = "a forked process gets its own pool from get_pool() or the ORM"
 
@@ -73,6 +74,7 @@ class PoolState:
         self._close_callbacks = []
         self._usage = Usage()
         self._draining = False
+        self._opened_once = False
         # Nothing is recorded at checkout unless leak detection is on.
         self._leaks = (
             LeakDetector(name, options.leak_detection_threshold)
@@ -83,6 +85,19 @@ class PoolState:
     def add_close_callback(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the pool closes (e.g. stop its responder)."""
         self._close_callbacks.append(callback)
+
+    def _refuse_reopening(self) -> None:
+        """Raise ``PoolClosed`` if the pool was opened and then closed.
+
+        Closed by hand (``close()``, not ``stop_pool()``), a pool stays the
+        alias's, as Django's native pool does; say what builds a new one.
+        Checked here: psycopg_pool's own refusal changed class in 3.3.x.
+        """
+        if self._opened_once:
+            raise PoolClosed(
+                f"pool {self.name!r} was closed; stop_pool() or the ORM's "
+                "close_pool() lets the next query build a new one"
+            )
 
     def _refuse_if_unusable(self) -> None:
         """Raise ``PoolClosed`` if the pool is a forked parent's, or stopping."""

@@ -184,15 +184,10 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
             # psycopg_pool's lock for it.
             return
         _compat.check()
-        try:
-            super().open(wait=wait, timeout=timeout)
-        except psycopg_pool.PoolClosed:
-            # Closed by hand (close(), not stop_pool()): as Django's native
-            # pool, it stays the alias's; say what builds a new one.
-            raise PoolClosed(
-                f"pool {self.name!r} was closed; stop_pool() or the ORM's "
-                "close_pool() lets the next query build a new one"
-            ) from None
+        if self.closed:
+            self._refuse_reopening()
+        super().open(wait=wait, timeout=timeout)
+        self._opened_once = True
         self._maintainer.start()
 
     def close(self, timeout: float = 5.0) -> None:
