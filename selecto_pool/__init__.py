@@ -32,12 +32,15 @@ from ._async_api import (
     awith_connection,
 )
 from ._config.options import PoolOptions
+from ._conn.async_mysql import AsyncMySQLConnection, AsyncMySQLCursor
+from ._pool.async_mysql import AsyncMySQLPool
 from ._pool.async_pool import AsyncSelectoPool
 from ._pool.mysql import MySQLPool
 from ._pool.pool import SelectoPool
 from ._pool.stats import PoolStats
 from .errors import (
     CheckoutTimeout,
+    ConnectionInterrupted,
     IncompatibleVersion,
     PoolClosed,
     PoolError,
@@ -45,8 +48,12 @@ from .errors import (
 )
 
 __all__ = [
+    "AsyncMySQLConnection",
+    "AsyncMySQLCursor",
+    "AsyncMySQLPool",
     "AsyncSelectoPool",
     "CheckoutTimeout",
+    "ConnectionInterrupted",
     "IncompatibleVersion",
     "MySQLPool",
     "PoolClosed",

@@ -28,6 +28,7 @@ from ._config.conninfo import connect_arguments
 from ._config.options import build_options
 from ._conn import decisions, execution
 from ._conn.execution import Attempt
+from ._pool.async_mysql import AsyncMySQLPool
 from ._pool.async_pool import AsyncSelectoPool
 from ._pool.mysql import MySQLPool
 from ._pool.pool import Connection, SelectoPool
@@ -290,13 +291,13 @@ def inlined(
     return sql if params is None else client.mogrify(sql, params)
 
 
-def pool_stats(pool: PoolRef | AsyncSelectoPool) -> PoolStats:
+def pool_stats(pool: PoolRef | AsyncSelectoPool | AsyncMySQLPool) -> PoolStats:
     """A snapshot of the pool's counters (safe to log or publish).
 
     Reads counters only: it may be called from async code, and for a pool of
     ``astart_pool()`` too.
     """
-    if isinstance(pool, AsyncSelectoPool):
+    if isinstance(pool, (AsyncSelectoPool, AsyncMySQLPool)):
         return pool.stats()
     return _resolve(pool).stats()
 
@@ -333,7 +334,7 @@ def _resolve(pool: PoolRef) -> AnyPool:
         return pool
     if isinstance(pool, str):
         return get_pool(pool)
-    if isinstance(pool, AsyncSelectoPool):
+    if isinstance(pool, (AsyncSelectoPool, AsyncMySQLPool)):
         raise TypeError(
             f"pool {pool.name!r} is an async pool from astart_pool(): use the "
             "async functions (aexecute(), acheckout(), astop_pool()...)"

@@ -5,6 +5,10 @@ variants (``a`` prefix), with the same options, validation, errors and
 statement-cache semantics, on an ``AsyncSelectoPool`` that never blocks the
 event loop. The pool belongs to the loop that started it.
 
+``adapter="mysql"`` gives an ``AsyncMySQLPool`` (``_async_mysql_api``): the
+sync ``MySQLPool`` run in worker threads of its own, as mysqlclient has no
+asyncio interface.
+
 Database aliases are refused: the ORM's pool of an alias is a sync pool, and
 Django sets its connections up (time zone, role) with sync I/O; an async
 pool is started by the application, in the loop that uses it (an ASGI
@@ -15,45 +19,73 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 
-from ._api import Result, binds_server_side, inlined, pool_name, start_error
+from . import _async_mysql_api
+from ._api import (
+    ADAPTERS,
+    Result,
+    binds_server_side,
+    inlined,
+    pool_name,
+    start_error,
+)
 from ._config.conninfo import connect_arguments
 from ._config.options import build_options
 from ._config.values import shown
 from ._conn import async_execution, decisions
 from ._conn.async_execution import AsyncAttempt
+from ._conn.async_mysql import AsyncMySQLConnection
+from ._pool.async_mysql import AsyncMySQLPool
 from ._pool.async_pool import AsyncConnection, AsyncSelectoPool
 from ._pool.mysql import MySQLPool
 from ._pool.pool import SelectoPool
 from ._process import registry
 
 T = TypeVar("T")
+AsyncPool = AsyncSelectoPool | AsyncMySQLPool
+AnyConnection = AsyncConnection | AsyncMySQLConnection
 
 
+@overload
+async def astart_pool(
+    config: str | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    adapter: Literal["postgresql"] = "postgresql",
+    **options: Any,
+) -> AsyncSelectoPool: ...
+@overload
+async def astart_pool(
+    config: str | Mapping[str, Any],
+    *,
+    name: str | None = None,
+    adapter: Literal["mysql"],
+    **options: Any,
+) -> AsyncMySQLPool: ...
 async def astart_pool(
     config: str | Mapping[str, Any],
     *,
     name: str | None = None,
     adapter: str = "postgresql",
     **options: Any,
-) -> AsyncSelectoPool:
+) -> AsyncPool:
     """Start an async pool in the running event loop, checked with one
     connection first (see ``start_pool()``: same arguments, same errors).
 
-    PostgreSQL only: mysqlclient has no asyncio interface, so
-    ``adapter="mysql"`` is refused.
+    ``adapter="mysql"``: an ``AsyncMySQLPool``, whose mysqlclient calls run
+    in worker threads of its own (mysqlclient has no asyncio interface).
     """
-    if adapter != "postgresql":
+    if adapter not in ADAPTERS:
         raise ImproperlyConfigured(
-            f"astart_pool() adapter = {shown(adapter)} is invalid: the async API "
-            "is for PostgreSQL only, expected 'postgresql'. For MySQL (mysqlclient "
-            "has no asyncio interface), call the sync API through sync_to_async(): "
-            "start_pool(config, adapter='mysql')."
+            f"astart_pool() adapter = {shown(adapter)} is invalid: expected "
+            f"{' or '.join(repr(known) for known in ADAPTERS)}."
         )
+    if adapter == "mysql":
+        return await _async_mysql_api.astart_pool(config, pool_name(name), **options)
     pool_options = build_options("astart_pool()", **options)
     name = pool_name(name)
     kwargs = {
@@ -68,19 +100,25 @@ async def astart_pool(
     return pool
 
 
-async def astop_pool(pool: AsyncSelectoPool, timeout: float = 5.0) -> None:
+async def astop_pool(pool: AsyncPool, timeout: float = 5.0) -> None:
     """Drain then close: wait up to ``timeout`` s for checked-out connections."""
     await _resolve(pool).stop(timeout)
 
 
+@overload
 async def acheckout(
     pool: AsyncSelectoPool, timeout: float | None = None
-) -> AsyncConnection:
+) -> AsyncConnection: ...
+@overload
+async def acheckout(
+    pool: AsyncMySQLPool, timeout: float | None = None
+) -> AsyncMySQLConnection: ...
+async def acheckout(pool: AsyncPool, timeout: float | None = None) -> AnyConnection:
     """Take a connection; give it back with ``acheckin()``, in a ``finally``."""
     return await _resolve(pool).getconn(timeout)
 
 
-async def acheckin(pool: AsyncSelectoPool, conn: AsyncConnection) -> None:
+async def acheckin(pool: AsyncPool, conn: Any) -> None:
     """Give back a connection (an open transaction is rolled back)."""
     await _resolve(pool).putconn(conn)
 
@@ -93,14 +131,26 @@ def awith_connection(
 def awith_connection(
     pool: AsyncSelectoPool, fn: Callable[[AsyncConnection], Awaitable[T]]
 ) -> Awaitable[T]: ...
+@overload
 def awith_connection(
-    pool: AsyncSelectoPool,
-    fn: Callable[[AsyncConnection], Awaitable[T]] | None = None,
+    pool: AsyncMySQLPool, fn: None = None
+) -> contextlib.AbstractAsyncContextManager[AsyncMySQLConnection]: ...
+@overload
+def awith_connection(
+    pool: AsyncMySQLPool, fn: Callable[[AsyncMySQLConnection], Awaitable[T]]
+) -> Awaitable[T]: ...
+def awith_connection(
+    pool: AsyncPool, fn: Callable[[Any], Awaitable[T]] | None = None
 ) -> Any:
     """``async with awith_connection(pool) as conn``, or ``await
     awith_connection(pool, fn)``: a borrowed connection, given back even on
     error or cancellation. Nothing is committed for you."""
-    borrowed = _borrowed(_resolve(pool))
+    resolved = _resolve(pool)
+    borrowed: contextlib.AbstractAsyncContextManager[Any] = (
+        _async_mysql_api.borrowed(resolved)
+        if isinstance(resolved, AsyncMySQLPool)
+        else _borrowed(resolved)
+    )
     return borrowed if fn is None else _call(borrowed, fn)
 
 
@@ -112,26 +162,42 @@ def atransaction(
 def atransaction(
     pool: AsyncSelectoPool, fn: Callable[[AsyncConnection], Awaitable[T]]
 ) -> Awaitable[T]: ...
+@overload
 def atransaction(
-    pool: AsyncSelectoPool,
-    fn: Callable[[AsyncConnection], Awaitable[T]] | None = None,
+    pool: AsyncMySQLPool, fn: None = None
+) -> contextlib.AbstractAsyncContextManager[AsyncMySQLConnection]: ...
+@overload
+def atransaction(
+    pool: AsyncMySQLPool, fn: Callable[[AsyncMySQLConnection], Awaitable[T]]
+) -> Awaitable[T]: ...
+def atransaction(
+    pool: AsyncPool, fn: Callable[[Any], Awaitable[T]] | None = None
 ) -> Any:
     """``async with atransaction(pool) as conn``, or ``await atransaction(pool,
     fn)``: committed, or rolled back and re-raised (cancellation included)."""
-    block = _in_transaction(_resolve(pool))
+    resolved = _resolve(pool)
+    block: contextlib.AbstractAsyncContextManager[Any] = (
+        _async_mysql_api.in_transaction(resolved)
+        if isinstance(resolved, AsyncMySQLPool)
+        else _in_transaction(resolved)
+    )
     return block if fn is None else _call(block, fn)
 
 
 async def aexecute(
-    pool: AsyncSelectoPool,
+    pool: AsyncPool,
     sql: str,
     params: Sequence[Any] | Mapping[str, Any] | None = None,
     *,
     prepare: bool | None = None,
 ) -> Result:
     """Run one statement on a pooled connection and fetch its rows, as
-    ``execute()`` does (the same statement-cache semantics)."""
-    async with _borrowed(_resolve(pool)) as conn:
+    ``execute()`` does (the same statement-cache semantics; on MySQL
+    parameters are bound on the client, and ``prepare=True`` is refused)."""
+    resolved = _resolve(pool)
+    if isinstance(resolved, AsyncMySQLPool):
+        return await _async_mysql_api.aexecute(resolved, sql, params, prepare)
+    async with _borrowed(resolved) as conn:
         cursor = psycopg.AsyncCursor(conn)
         async with cursor:
             if not binds_server_side(sql, params):
@@ -165,8 +231,9 @@ async def aexecute(
             )
 
 
-async def aclear_cache(pool: AsyncSelectoPool) -> None:
-    """Deallocate the prepared statements of every connection of the pool."""
+async def aclear_cache(pool: AsyncPool) -> None:
+    """Deallocate the prepared statements of every connection of the pool
+    (nothing on MySQL, whose connections prepare nothing)."""
     await _resolve(pool).clear_prepared()
 
 
@@ -195,8 +262,14 @@ async def _call(
         return await fn(conn)
 
 
-def _resolve(pool: AsyncSelectoPool) -> AsyncSelectoPool:
-    if isinstance(pool, AsyncSelectoPool):
+@overload
+def _resolve(pool: AsyncSelectoPool) -> AsyncSelectoPool: ...
+@overload
+def _resolve(pool: AsyncMySQLPool) -> AsyncMySQLPool: ...
+@overload
+def _resolve(pool: AsyncPool) -> AsyncPool: ...
+def _resolve(pool: AsyncPool) -> AsyncPool:
+    if isinstance(pool, (AsyncSelectoPool, AsyncMySQLPool)):
         return pool
     if isinstance(pool, str):
         raise TypeError(

@@ -49,5 +49,9 @@ class ProbeTimeout(PoolError):
     """``/health/db``'s ``SELECT 1`` got no answer within ``probe_timeout``."""
 
 
+class ConnectionInterrupted(PoolError):
+    """An async MySQL connection whose query was cancelled while it ran."""
+
+
 class ControlMessageRejected(BadSignature):
     """A control-channel message that is not signed, fresh and well-formed."""

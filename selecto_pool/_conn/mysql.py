@@ -129,6 +129,45 @@ class MySQLDriver:
         """A round trip (``CONN_HEALTH_CHECKS``); raises if it fails."""
         conn.ping()
 
+    def kill_query(self, thread_id: int, timeout: float) -> None:
+        """``KILL QUERY`` the session ``thread_id`` from a connection of its
+        own (the busy one can't be used); raises mysqlclient's error if that
+        fails, within about ``timeout`` s."""
+        import MySQLdb
+
+        wait = max(int(timeout), 1)  # mysqlclient takes whole seconds
+        killer: Any = MySQLdb.connect(
+            **{
+                **self._kwargs,
+                "connect_timeout": wait,
+                "read_timeout": wait,
+                "write_timeout": wait,
+            }
+        )
+        try:
+            killer.query(f"KILL QUERY {int(thread_id)}")
+        finally:
+            killer.close()
+
+    def sever(self, conn: Any) -> None:
+        """Shut the socket of ``conn`` down, so that a thread blocked on it
+        returns (with an error); closing it under that thread would free
+        what it uses. The connection is then dead (``is_alive()``). The
+        descriptor is the one recorded at connect: mysqlclient refuses any
+        call, ``fileno()`` included, while another thread uses the connection.
+        """
+        with self._lock:
+            known = self._sockets.get(id(conn))
+        if known is None:
+            return
+        fd, inode = known
+        with (
+            contextlib.suppress(OSError),
+            socket.socket(fileno=os.dup(fd)) as sock,
+        ):
+            if os.fstat(sock.fileno()).st_ino == inode:  # still that socket
+                sock.shutdown(socket.SHUT_RDWR)
+
     def close(self, conn: Any) -> None:
         with self._lock:
             self._sockets.pop(id(conn), None)

@@ -21,12 +21,13 @@ where psycopg_pool rotates through them (see ``_take``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from .._config.options import PoolOptions
@@ -97,18 +98,15 @@ class GenericPool(Upkeep[C], PoolBase):
     # -- checkout and checkin ---------------------------------------------
     def getconn(self, timeout: float | None = None) -> C:
         """Hand out a live connection, or raise ``CheckoutTimeout``."""
-        if self._born_in != forks.current() or self._draining or self._closed:
-            self._refuse()
+        self.check_usable()
         timeout = self.timeout if timeout is None else checkout_timeout(timeout)
         started = time.monotonic()
         self._usage.start_waiting()
         try:
             conn = self._next_live(started + timeout)
         except _Expired:
-            self._usage.stop_waiting(usage.TIMEOUTS)
-            message = exhausted_message(self.stats(), timeout, self.outage)
-            logger.warning("%s", message)
-            raise CheckoutTimeout(message) from None
+            self._usage.stop_waiting()
+            raise self.timed_out(timeout) from None
         except BaseException:
             self._usage.stop_waiting()
             raise
@@ -116,6 +114,30 @@ class GenericPool(Upkeep[C], PoolBase):
         if self._leaks is not None:
             self._leaks.checked_out(conn)
         return conn
+
+    def check_usable(self) -> None:
+        """Raise ``PoolClosed`` as ``getconn()`` would (closed, stopping, or
+        a forked parent's): for a wrapper, before it waits on its own."""
+        if self._born_in != forks.current() or self._draining or self._closed:
+            self._refuse()
+
+    @contextlib.contextmanager
+    def waiting_outside(self) -> Iterator[None]:
+        """Count a client waiting in a wrapper's own queue as waiting here."""
+        self._usage.start_waiting()
+        try:
+            yield
+        finally:
+            self._usage.stop_waiting()
+
+    def timed_out(self, timeout: float) -> CheckoutTimeout:
+        """The error of a checkout that waited ``timeout`` s in vain (here,
+        or in an async wrapper's queue), counted and logged as this pool's."""
+        self._usage.start_waiting()
+        self._usage.stop_waiting(usage.TIMEOUTS)
+        message = exhausted_message(self.stats(), timeout, self.outage)
+        logger.warning("%s", message)
+        return CheckoutTimeout(message)
 
     def getconn_if_idle(self) -> C | None:
         """An idle live connection now, or None: never waits, never grows the pool.
