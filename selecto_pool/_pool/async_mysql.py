@@ -255,8 +255,7 @@ class AsyncMySQLPool:
             concurrent.futures.wait([running], KILL_GRACE)
         except Exception as exc:
             logger.warning(
-                "pool %r: KILL QUERY failed (%s: %s): closing the connection "
-                "instead",
+                "pool %r: KILL QUERY failed (%s: %s): closing the connection instead",
                 self.name,
                 type(exc).__name__,
                 exc,

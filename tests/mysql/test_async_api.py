@@ -173,9 +173,8 @@ def test_atransaction_commits_or_rolls_back(mysql: Server) -> None:
     async def scenario() -> None:
         pool = await mysql.start(pool_size=1, max_overflow=0)
         try:
-            async with sp.atransaction(pool) as conn:
-                async with conn.cursor() as cur:
-                    await cur.execute("INSERT INTO ledger VALUES (1, 'kept')")
+            async with sp.atransaction(pool) as conn, conn.cursor() as cur:
+                await cur.execute("INSERT INTO ledger VALUES (1, 'kept')")
             with pytest.raises(ZeroDivisionError):
                 async with sp.atransaction(pool) as conn:
                     async with conn.cursor() as cur:
