@@ -97,6 +97,12 @@ class LocalMariaDB:
         first = not (self.data_dir / "mysql").exists()
         if first:
             self._install()
+        # Its own temporary directory: in /tmp, the server's files vanish
+        # under anything that cleans /tmp (e.g. a test suite's temp dirs).
+        tmp_dir = self.base_dir / "tmp"
+        tmp_dir.mkdir(exist_ok=True)
+        if self.account:
+            os.chown(tmp_dir, self.account.pw_uid, self.account.pw_gid)
         self.process = subprocess.Popen(
             [
                 str(self.server_bin),
@@ -107,6 +113,7 @@ class LocalMariaDB:
                 "--bind-address=127.0.0.1",
                 f"--pid-file={self.base_dir / 'mysqld.pid'}",
                 f"--log-error={self.log_file}",
+                f"--tmpdir={tmp_dir}",
                 *FAST_SETTINGS,
             ],
             stdin=subprocess.DEVNULL,
