@@ -80,6 +80,9 @@ class AsyncMySQLPool:
         self._lock = threading.Lock()
         self._out = 0
         self._stopping = False
+        self._stopped: concurrent.futures.Future[None] | None = None
+        # Connections being given back (strong references to the tasks).
+        self._giving: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(
@@ -136,7 +139,13 @@ class AsyncMySQLPool:
                 raise self.core.timed_out(timeout) from None
         else:
             await self._lanes.acquire()  # no wait: no timer task
-        taking = self._executor.submit(self._take, deadline)
+        try:
+            # Stopped while this waited: the threads may have ended already.
+            self._check_usable()
+            taking = self._executor.submit(self._take, deadline)
+        except BaseException:
+            self._lanes.release()
+            raise
         taking.add_done_callback(self._lane_freed)
         try:
             raw = await asyncio.wrap_future(taking)
@@ -158,13 +167,12 @@ class AsyncMySQLPool:
                 "checked out from it (returned twice, or to the wrong pool?)"
             )
         del self._handed[id(conn)]
-        if conn.interruption is not None:
-            # A thread still runs its query: given back once it is stopped.
-            raw = conn.raw
-            conn.interruption.add_done_callback(lambda _: self._return_soon(raw))
-            return
-        # Shielded: a cancelled task still gives its connection back.
-        await asyncio.shield(asyncio.wrap_future(self._return_soon(conn.raw)))
+        # A task of its own, shielded: a cancelled task still gives its
+        # connection back.
+        giving = self._loop.create_task(self._give_back(conn))
+        self._giving.add(giving)
+        giving.add_done_callback(self._giving.discard)
+        await asyncio.shield(giving)
 
     # -- lifecycle -----------------------------------------------------------
     async def stop(self, timeout: float = 5.0) -> None:
@@ -172,9 +180,11 @@ class AsyncMySQLPool:
         the threads end once every connection is back."""
         self._check_loop()
         self._stopping = True
-        if not self.core.closed:
-            stopping = self._executor.submit(self.core.stop, timeout)
-            await asyncio.shield(asyncio.wrap_future(stopping))
+        if self._stopped is None and not self.core.closed:
+            # Submitted once: a second astop_pool() waits for the first's.
+            self._stopped = self._executor.submit(self.core.stop, timeout)
+        if self._stopped is not None:
+            await asyncio.shield(asyncio.wrap_future(self._stopped))
         self._end_threads_if_idle()
 
     async def clear_prepared(self) -> int:
@@ -213,11 +223,25 @@ class AsyncMySQLPool:
         self.core.check_usable()
         self._check_loop()
 
+    async def _give_back(self, conn: AsyncMySQLConnection) -> None:
+        await conn.retire()  # once its running call, if any, has ended
+        if conn.interruption is not None:
+            # A cancelled task's query: given back once it is stopped.
+            raw = conn.raw
+            conn.interruption.add_done_callback(lambda _: self._return_soon(raw))
+            return
+        await asyncio.wrap_future(self._return_soon(conn.raw))
+
     def _take(self, deadline: float) -> Any:
-        raw = self.core.getconn(max(deadline - time.monotonic(), 0.0))
+        # Counted before the core hands it over: a connection given back
+        # meanwhile must not find the count at 0 and end the threads.
         with self._lock:
             self._out += 1
-        return raw
+        try:
+            return self.core.getconn(max(deadline - time.monotonic(), 0.0))
+        except BaseException:
+            self._forget_one()
+            raise
 
     def _lane_freed(self, _: concurrent.futures.Future[Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed
@@ -234,10 +258,13 @@ class AsyncMySQLPool:
         try:
             self.core.putconn(raw)
         finally:
-            with self._lock:
-                self._out -= 1
-            if self._stopping:
-                self._end_threads_if_idle()
+            self._forget_one()
+
+    def _forget_one(self) -> None:
+        with self._lock:
+            self._out -= 1
+        if self._stopping:
+            self._end_threads_if_idle()
 
     def _end_threads_if_idle(self) -> None:
         with self._lock:
