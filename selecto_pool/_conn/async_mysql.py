@@ -63,6 +63,11 @@ class AsyncMySQLConnection:
         """The mysqlclient (``MySQLdb``) connection, for ``run_sync()``."""
         return self._raw
 
+    @property
+    def busy(self) -> bool:
+        """A call runs (or waits to) on this connection."""
+        return self._lock.locked()
+
     def cursor(self, cursorclass: type[Any] | None = None) -> AsyncMySQLCursor:
         """A cursor (``async with conn.cursor() as cur``); no I/O until used."""
         return AsyncMySQLCursor(self, cursorclass)

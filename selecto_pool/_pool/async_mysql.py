@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from .._config.options import PoolOptions
 from .._conn.async_mysql import AsyncMySQLConnection
+from . import forks
 from .base import checkout_timeout
 from .mysql import MySQLPool
 from .stats import PoolStats
@@ -79,6 +80,7 @@ class AsyncMySQLPool:
         # Connections the core counts as out to this pool (any thread).
         self._lock = threading.Lock()
         self._out = 0
+        self._born_in = forks.current()
         self._stopping = False
         self._stopped: concurrent.futures.Future[None] | None = None
         # Connections being given back (strong references to the tasks).
@@ -160,6 +162,8 @@ class AsyncMySQLPool:
 
     async def putconn(self, conn: AsyncMySQLConnection) -> None:
         """Take a connection back (rolled back if a transaction is open)."""
+        if self._forked():
+            return  # as the core's putconn(): the socket is the parent's
         self._check_loop()
         if self._handed.get(id(conn)) is not conn:
             raise ValueError(
@@ -177,9 +181,20 @@ class AsyncMySQLPool:
     # -- lifecycle -----------------------------------------------------------
     async def stop(self, timeout: float = 5.0) -> None:
         """Refuse new checkouts, wait up to ``timeout`` for checkins, close;
-        the threads end once every connection is back."""
-        self._check_loop()
+        the threads end once every connection is back.
+
+        From another loop once the pool's own is closed: its tasks are gone,
+        so the connections they held and aren't running a call on are taken
+        back (else they would stay open until the process ends).
+        """
+        if self._forked():
+            return  # as the core's close(): the sockets are the parent's
+        orphaned = self._loop.is_closed()
+        if not orphaned:
+            self._check_loop()
         self._stopping = True
+        if orphaned:
+            self._reclaim_orphans()
         if self._stopped is None and not self.core.closed:
             # Submitted once: a second astop_pool() waits for the first's.
             self._stopped = self._executor.submit(self.core.stop, timeout)
@@ -197,6 +212,9 @@ class AsyncMySQLPool:
     def submit(
         self, fn: Callable[..., T], /, *args: Any
     ) -> concurrent.futures.Future[T]:
+        if self._forked():
+            # A forked child has none of the threads: it would wait forever.
+            self.core.check_usable()  # raises PoolClosed naming the owner
         return self._executor.submit(fn, *args)
 
     def interrupted(
@@ -217,6 +235,16 @@ class AsyncMySQLPool:
                 f"pool {self.name!r} belongs to the event loop that started it; "
                 "start a pool in each event loop that uses one"
             )
+
+    def _forked(self) -> bool:
+        return self._born_in != forks.current()
+
+    def _reclaim_orphans(self) -> None:
+        for key, conn in list(self._handed.items()):
+            if conn.interruption is None and not conn.busy:
+                del self._handed[key]
+                conn.returned = True
+                self._return_soon(conn.raw)
 
     def _check_usable(self) -> None:
         # Before any thread: a forked child's executor has no threads left.

@@ -16,6 +16,7 @@ from selecto_pool import AsyncMySQLPool, ConnectionReturned, PoolClosed
 from testproject.mariaserver import LocalMariaDB
 
 from ..support.aio import until
+from ..support.processes import report_from_fork
 
 
 @pytest.fixture
@@ -124,3 +125,74 @@ def test_astop_pool_under_waiting_checkouts(kwargs: dict[str, Any]) -> None:
         await until(lambda: not pool_threads(pool.name))  # its threads ended
 
     asyncio.run(scenario())
+
+
+def test_a_forked_child_cant_use_or_close_the_parents_pool(
+    kwargs: dict[str, Any],
+) -> None:
+    """In a child, a call on a connection the parent holds is PoolClosed at
+    once (the pool's threads are the parent's: it used to wait forever);
+    giving it back or stopping the pool leave the parent's sessions alone,
+    as stop_pool() does in a child."""
+
+    async def in_child(pool: AsyncMySQLPool, conn: sp.AsyncMySQLConnection) -> Any:
+        report: dict[str, str] = {}
+        for name, call in (
+            ("aexecute", lambda: sp.aexecute(pool, "SELECT 1")),
+            ("call", lambda: conn.run_sync(lambda raw: raw.ping())),
+            ("acheckin", lambda: sp.acheckin(pool, conn)),
+            ("astop_pool", lambda: sp.astop_pool(pool)),
+        ):
+            try:
+                await asyncio.wait_for(call(), 5)
+                report[name] = "ok"
+            except Exception as exc:  # reported to the parent
+                report[name] = type(exc).__name__
+        return report
+
+    async def scenario() -> None:
+        pool = await sp.astart_pool(
+            kwargs, adapter="mysql", pool_size=2, max_overflow=0
+        )
+        try:
+            conn = await sp.acheckout(pool)
+            report = report_from_fork(lambda: asyncio.run(in_child(pool, conn)))
+            assert report == {
+                "aexecute": "PoolClosed",
+                "call": "PoolClosed",
+                "acheckin": "ok",
+                "astop_pool": "ok",
+            }
+            # The parent's session and pool are untouched.
+            assert await conn.run_sync(lambda raw: raw.thread_id()) == conn.thread_id
+            await conn.run_sync(lambda raw: raw.ping())
+            await sp.acheckin(pool, conn)
+            assert (await sp.aexecute(pool, "SELECT 1")).rows == [(1,)]
+        finally:
+            await sp.astop_pool(pool)
+
+    asyncio.run(scenario())
+
+
+def test_a_pool_whose_loop_closed_can_be_stopped_from_another(
+    kwargs: dict[str, Any],
+) -> None:
+    """Its loop closed with connections out (a test's loop, say): the pool
+    can't be used from another loop, but it can be stopped, closing its
+    connections instead of leaving them open until the process ends."""
+    loop = asyncio.new_event_loop()
+    pool = loop.run_until_complete(
+        sp.astart_pool(kwargs, adapter="mysql", pool_size=2, max_overflow=0)
+    )
+    loop.run_until_complete(sp.acheckout(pool))
+    loop.close()
+
+    async def elsewhere() -> None:
+        with pytest.raises(RuntimeError, match="belongs to the event loop"):
+            await sp.aexecute(pool, "SELECT 1")
+        await sp.astop_pool(pool, timeout=0.2)
+
+    asyncio.run(elsewhere())
+    assert pool.closed
+    stats = sp.pool_stats(pool)
+    assert (stats.connections, stats.in_use) == (0, 0)
