@@ -127,6 +127,27 @@ def test_astop_pool_under_waiting_checkouts(kwargs: dict[str, Any]) -> None:
     asyncio.run(scenario())
 
 
+def test_an_unbuffered_cursor_given_back_unread(kwargs: dict[str, Any]) -> None:
+    """Its rows still coming, the connection can't serve anyone: it is
+    replaced, not pooled (every later query failed "Commands out of sync")."""
+    import MySQLdb.cursors
+
+    async def scenario() -> None:
+        pool = await sp.astart_pool(
+            kwargs, adapter="mysql", pool_size=1, max_overflow=0
+        )
+        try:
+            async with sp.awith_connection(pool) as conn:
+                cursor = conn.cursor(MySQLdb.cursors.SSCursor)
+                await cursor.execute("SELECT SLEEP(0.2), seq FROM seq_1_to_3")
+            assert (await sp.aexecute(pool, "SELECT 8")).rows == [(8,)]
+            assert sp.pool_stats(pool).connections_replaced == 1
+        finally:
+            await sp.astop_pool(pool)
+
+    asyncio.run(scenario())
+
+
 def test_a_forked_child_cant_use_or_close_the_parents_pool(
     kwargs: dict[str, Any],
 ) -> None:
