@@ -41,6 +41,7 @@ from ._pool.stats import PoolStats
 from .errors import (
     CheckoutTimeout,
     ConnectionInterrupted,
+    ConnectionReturned,
     IncompatibleVersion,
     PoolClosed,
     PoolError,
@@ -54,6 +55,7 @@ __all__ = [
     "AsyncSelectoPool",
     "CheckoutTimeout",
     "ConnectionInterrupted",
+    "ConnectionReturned",
     "IncompatibleVersion",
     "MySQLPool",
     "PoolClosed",

@@ -12,10 +12,12 @@ from __future__ import annotations
 import psycopg_pool
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signing import BadSignature
-from django.db.utils import OperationalError
+from django.db.utils import InterfaceError, OperationalError
 
 __all__ = [
     "CheckoutTimeout",
+    "ConnectionInterrupted",
+    "ConnectionReturned",
     "ControlMessageRejected",
     "IncompatibleVersion",
     "PoolClosed",
@@ -51,6 +53,11 @@ class ProbeTimeout(PoolError):
 
 class ConnectionInterrupted(PoolError):
     """An async MySQL connection whose query was cancelled while it ran."""
+
+
+class ConnectionReturned(PoolError, InterfaceError):
+    """An async MySQL connection used after it was given back (its session
+    may be another task's by then)."""
 
 
 class ControlMessageRejected(BadSignature):

@@ -13,8 +13,9 @@ A connection runs one call at a time (a lock, as a mysqlclient connection
 is not safe for two threads at once). A task cancelled while its call runs
 leaves the thread running: the connection is then *interrupted*, refuses any
 further call, and its pool stops the query (``KILL QUERY``) before taking
-it back. ``raw`` is the mysqlclient connection, for sync code handed to
-``run_sync()``.
+it back. Once given back (``retire()``) it refuses every call: its session
+may be another task's by then. ``raw`` is the mysqlclient connection, for
+sync code handed to ``run_sync()``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import concurrent.futures
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ..errors import ConnectionInterrupted
+from ..errors import ConnectionInterrupted, ConnectionReturned
 
 T = TypeVar("T")
 
@@ -54,11 +55,18 @@ class AsyncMySQLConnection:
         #: Set when a cancelled task left a call running: done once the
         #: pool has stopped that call (see ``Runner.interrupted``).
         self.interruption: concurrent.futures.Future[None] | None = None
+        #: Set when given back to the pool: every later call is refused.
+        self.returned = False
 
     @property
     def raw(self) -> Any:
         """The mysqlclient (``MySQLdb``) connection, for ``run_sync()``."""
         return self._raw
+
+    @property
+    def busy(self) -> bool:
+        """A call runs (or waits to) on this connection."""
+        return self._lock.locked()
 
     def cursor(self, cursorclass: type[Any] | None = None) -> AsyncMySQLCursor:
         """A cursor (``async with conn.cursor() as cur``); no I/O until used."""
@@ -77,9 +85,22 @@ class AsyncMySQLConnection:
         """``fn(raw)`` in a worker thread of the pool, as every call here is."""
         return await self.call(fn, self._raw)
 
+    async def retire(self) -> None:
+        """Refuse every call from now on, and return once the call running
+        (a task's left behind, say) has ended: a mysqlclient connection must
+        not be reset, closed or handed out under a thread that uses it."""
+        self.returned = True
+        async with self._lock:
+            pass  # calls queued before this one are refused in turn
+
     async def call(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run ``fn(*args)`` in a worker thread, one call at a time."""
         async with self._lock:
+            if self.returned:
+                raise ConnectionReturned(
+                    "this connection was given back to its pool (acheckin, or "
+                    "the end of its block): take another"
+                )
             if self.interruption is not None:
                 raise ConnectionInterrupted(
                     "this connection's query was cancelled while it ran: the "
@@ -144,7 +165,9 @@ class AsyncMySQLCursor:
         return rows
 
     async def close(self) -> None:
-        if self._conn.interruption is None:
+        # Given back or interrupted, the connection is the pool's: nothing to
+        # do (a mysqlclient cursor's close reads what is left unread).
+        if self._conn.interruption is None and not self._conn.returned:
             await self._conn.call(self._cursor.close)
 
     async def __aenter__(self) -> AsyncMySQLCursor:

@@ -9,7 +9,8 @@
   socket itself, so that a peer that vanished without a FIN shows as dead
   (readable) within about a minute instead of hours.
 * **Reset on return**: rolled back when a transaction is open (known without
-  a round trip, see ``mysql_status``), autocommit restored.
+  a round trip, see ``mysql_status``), autocommit restored; closed if a
+  result was left unread (it would make every later query fail).
 * **Fork safety.** mysqlclient has no fork check: a connection object freed
   in a forked child says goodbye (``COM_QUIT``) on the socket it shares with
   the parent, and the server ends the parent's session. ``detach()`` points
@@ -105,6 +106,12 @@ class MySQLDriver:
             self.close(conn)
             return "broken"
         try:
+            # A result left unread (an unbuffered cursor given back mid-rows,
+            # more results of a multi-statement query): nothing else can run
+            # on the connection until it is read. Asked without a round trip:
+            # the client library refuses (CR_COMMANDS_OUT_OF_SYNC) or says -1.
+            if conn.next_result() != -1:
+                raise MySQLdb.ProgrammingError("a result was left unread")
             autocommit = conn.get_autocommit()
             in_transaction = mysql_status.in_transaction(conn)
             if autocommit and in_transaction is False:

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from .._config.options import PoolOptions
 from .._conn.async_mysql import AsyncMySQLConnection
+from . import forks
 from .base import checkout_timeout
 from .mysql import MySQLPool
 from .stats import PoolStats
@@ -79,7 +80,11 @@ class AsyncMySQLPool:
         # Connections the core counts as out to this pool (any thread).
         self._lock = threading.Lock()
         self._out = 0
+        self._born_in = forks.current()
         self._stopping = False
+        self._stopped: concurrent.futures.Future[None] | None = None
+        # Connections being given back (strong references to the tasks).
+        self._giving: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def start(
@@ -136,7 +141,13 @@ class AsyncMySQLPool:
                 raise self.core.timed_out(timeout) from None
         else:
             await self._lanes.acquire()  # no wait: no timer task
-        taking = self._executor.submit(self._take, deadline)
+        try:
+            # Stopped while this waited: the threads may have ended already.
+            self._check_usable()
+            taking = self._executor.submit(self._take, deadline)
+        except BaseException:
+            self._lanes.release()
+            raise
         taking.add_done_callback(self._lane_freed)
         try:
             raw = await asyncio.wrap_future(taking)
@@ -151,6 +162,8 @@ class AsyncMySQLPool:
 
     async def putconn(self, conn: AsyncMySQLConnection) -> None:
         """Take a connection back (rolled back if a transaction is open)."""
+        if self._forked():
+            return  # as the core's putconn(): the socket is the parent's
         self._check_loop()
         if self._handed.get(id(conn)) is not conn:
             raise ValueError(
@@ -158,23 +171,35 @@ class AsyncMySQLPool:
                 "checked out from it (returned twice, or to the wrong pool?)"
             )
         del self._handed[id(conn)]
-        if conn.interruption is not None:
-            # A thread still runs its query: given back once it is stopped.
-            raw = conn.raw
-            conn.interruption.add_done_callback(lambda _: self._return_soon(raw))
-            return
-        # Shielded: a cancelled task still gives its connection back.
-        await asyncio.shield(asyncio.wrap_future(self._return_soon(conn.raw)))
+        # A task of its own, shielded: a cancelled task still gives its
+        # connection back.
+        giving = self._loop.create_task(self._give_back(conn))
+        self._giving.add(giving)
+        giving.add_done_callback(self._giving.discard)
+        await asyncio.shield(giving)
 
     # -- lifecycle -----------------------------------------------------------
     async def stop(self, timeout: float = 5.0) -> None:
         """Refuse new checkouts, wait up to ``timeout`` for checkins, close;
-        the threads end once every connection is back."""
-        self._check_loop()
+        the threads end once every connection is back.
+
+        From another loop once the pool's own is closed: its tasks are gone,
+        so the connections they held and aren't running a call on are taken
+        back (else they would stay open until the process ends).
+        """
+        if self._forked():
+            return  # as the core's close(): the sockets are the parent's
+        orphaned = self._loop.is_closed()
+        if not orphaned:
+            self._check_loop()
         self._stopping = True
-        if not self.core.closed:
-            stopping = self._executor.submit(self.core.stop, timeout)
-            await asyncio.shield(asyncio.wrap_future(stopping))
+        if orphaned:
+            self._reclaim_orphans()
+        if self._stopped is None and not self.core.closed:
+            # Submitted once: a second astop_pool() waits for the first's.
+            self._stopped = self._executor.submit(self.core.stop, timeout)
+        if self._stopped is not None:
+            await asyncio.shield(asyncio.wrap_future(self._stopped))
         self._end_threads_if_idle()
 
     async def clear_prepared(self) -> int:
@@ -187,6 +212,9 @@ class AsyncMySQLPool:
     def submit(
         self, fn: Callable[..., T], /, *args: Any
     ) -> concurrent.futures.Future[T]:
+        if self._forked():
+            # A forked child has none of the threads: it would wait forever.
+            self.core.check_usable()  # raises PoolClosed naming the owner
         return self._executor.submit(fn, *args)
 
     def interrupted(
@@ -208,16 +236,40 @@ class AsyncMySQLPool:
                 "start a pool in each event loop that uses one"
             )
 
+    def _forked(self) -> bool:
+        return self._born_in != forks.current()
+
+    def _reclaim_orphans(self) -> None:
+        for key, conn in list(self._handed.items()):
+            if conn.interruption is None and not conn.busy:
+                del self._handed[key]
+                conn.returned = True
+                self._return_soon(conn.raw)
+
     def _check_usable(self) -> None:
         # Before any thread: a forked child's executor has no threads left.
         self.core.check_usable()
         self._check_loop()
 
+    async def _give_back(self, conn: AsyncMySQLConnection) -> None:
+        await conn.retire()  # once its running call, if any, has ended
+        if conn.interruption is not None:
+            # A cancelled task's query: given back once it is stopped.
+            raw = conn.raw
+            conn.interruption.add_done_callback(lambda _: self._return_soon(raw))
+            return
+        await asyncio.wrap_future(self._return_soon(conn.raw))
+
     def _take(self, deadline: float) -> Any:
-        raw = self.core.getconn(max(deadline - time.monotonic(), 0.0))
+        # Counted before the core hands it over: a connection given back
+        # meanwhile must not find the count at 0 and end the threads.
         with self._lock:
             self._out += 1
-        return raw
+        try:
+            return self.core.getconn(max(deadline - time.monotonic(), 0.0))
+        except BaseException:
+            self._forget_one()
+            raise
 
     def _lane_freed(self, _: concurrent.futures.Future[Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed
@@ -234,10 +286,13 @@ class AsyncMySQLPool:
         try:
             self.core.putconn(raw)
         finally:
-            with self._lock:
-                self._out -= 1
-            if self._stopping:
-                self._end_threads_if_idle()
+            self._forget_one()
+
+    def _forget_one(self) -> None:
+        with self._lock:
+            self._out -= 1
+        if self._stopping:
+            self._end_threads_if_idle()
 
     def _end_threads_if_idle(self) -> None:
         with self._lock:

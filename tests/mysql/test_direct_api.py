@@ -149,6 +149,21 @@ def test_a_transaction_left_open_is_rolled_back_on_return(
     assert observer.rows(locked) == [("kept",)]
 
 
+def test_a_result_left_unread_doesnt_poison_the_pool(pool: MySQLPool) -> None:
+    """An unbuffered cursor given back mid-result (its rows still coming):
+    the connection can't run anything until they are read, so it is closed
+    and replaced, not handed to the next caller."""
+    import MySQLdb.cursors
+
+    conn = sp.checkout(pool)
+    cursor = conn.cursor(MySQLdb.cursors.SSCursor)
+    cursor.execute("SELECT SLEEP(0.2), seq FROM seq_1_to_3")
+    sp.checkin(pool, conn)
+    for _ in range(3):  # whichever connection serves it
+        assert sp.execute(pool, "SELECT 8").rows == [(8,)]
+    assert sp.pool_stats(pool).connections_replaced == 1
+
+
 def test_stop_pool_refuses_new_checkouts(pool: MySQLPool) -> None:
     sp.stop_pool(pool, timeout=0.5)
     with pytest.raises(PoolClosed):
