@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from ._config.mysql import build_mysql_options
+from ._conn.mysql import open_connection
 from ._pool.mysql import MySQLPool
 from ._process import registry
 from .errors import PoolStartError
@@ -114,7 +115,7 @@ def _probe(kwargs: Mapping[str, Any], name: str) -> None:
     import MySQLdb
 
     try:
-        conn: Any = MySQLdb.connect(**kwargs)
+        conn: Any = open_connection(kwargs)
         conn.close()
     except TypeError as exc:
         # mysqlclient names the unknown argument, never a value.

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from ..errors import ProbeTimeout
 from . import mysql_status
 from .liveness import _readable as readable
+from .redaction import redact
 
 logger = logging.getLogger("selecto_pool.pool")
 
@@ -50,6 +51,37 @@ def _keepalive(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+
+
+def open_connection(kwargs: Mapping[str, Any]) -> Any:
+    """``MySQLdb.connect(**kwargs)``; its error without the password.
+
+    The client library echoes the host it could not resolve, and a ``HOST``
+    written with the password in it (``"pw@db"``) would show it in every
+    log line and exception built from the error.
+    """
+    import MySQLdb
+
+    try:
+        return MySQLdb.connect(**kwargs)
+    except MySQLdb.Error as exc:
+        raise _without_password(exc, kwargs) from None
+
+
+def _without_password(exc: Exception, kwargs: Mapping[str, Any]) -> Exception:
+    secret = kwargs.get("password", kwargs.get("passwd"))
+    if not secret:
+        return exc
+    values = [
+        str(value)
+        for key, value in kwargs.items()
+        if key not in ("password", "passwd") and isinstance(value, str | int)
+    ]
+    args = tuple(
+        redact(arg, str(secret), values) if isinstance(arg, str) else arg
+        for arg in exc.args
+    )
+    return exc if args == exc.args else type(exc)(*args)
 
 
 class MySQLDriver:
@@ -70,9 +102,7 @@ class MySQLDriver:
         self._lock = threading.Lock()
 
     def connect(self) -> Any:
-        import MySQLdb
-
-        conn: Any = MySQLdb.connect(**self._kwargs)
+        conn: Any = open_connection(self._kwargs)
         try:
             fd = conn.fileno()
             with socket.socket(fileno=os.dup(fd)) as sock:
@@ -140,11 +170,9 @@ class MySQLDriver:
         """``KILL QUERY`` the session ``thread_id`` from a connection of its
         own (the busy one can't be used); raises mysqlclient's error if that
         fails, within about ``timeout`` s."""
-        import MySQLdb
-
         wait = max(int(timeout), 1)  # mysqlclient takes whole seconds
-        killer: Any = MySQLdb.connect(
-            **{
+        killer: Any = open_connection(
+            {
                 **self._kwargs,
                 "connect_timeout": wait,
                 "read_timeout": wait,

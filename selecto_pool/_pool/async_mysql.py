@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 from .._config.options import PoolOptions
 from .._conn.async_mysql import AsyncMySQLConnection
 from . import forks
-from .base import checkout_timeout
+from .base import checkout_timeout, not_checked_out
 from .mysql import MySQLPool
 from .stats import PoolStats
 
@@ -166,10 +166,7 @@ class AsyncMySQLPool:
             return  # as the core's putconn(): the socket is the parent's
         self._check_loop()
         if self._handed.get(id(conn)) is not conn:
-            raise ValueError(
-                f"can't return a connection to pool {self.name!r}: it is not "
-                "checked out from it (returned twice, or to the wrong pool?)"
-            )
+            raise not_checked_out(self.name)
         del self._handed[id(conn)]
         # A task of its own, shielded: a cancelled task still gives its
         # connection back.

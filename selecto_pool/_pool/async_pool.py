@@ -39,7 +39,7 @@ from .._conn.outages import OutageLog
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
 from .async_maintenance import AsyncMaintainer
-from .base import PoolState, checkout_timeout, wait_at_most
+from .base import PoolState, checkout_timeout, not_checked_out, wait_at_most
 from .psycopg_common import (
     TAKE_IDLE_TIMEOUT,
     TCP_KEEPALIVE_DEFAULTS,
@@ -164,10 +164,7 @@ class AsyncSelectoPool(psycopg_pool.AsyncConnectionPool[AsyncConnection], PoolSt
         if _compat.pool_of(conn) is not self:
             # Before any side effect: a connection returned twice, or to the
             # wrong pool, may be in someone else's hands now.
-            raise ValueError(
-                f"can't return a connection to pool {self.name!r}: it is not "
-                "checked out from it (returned twice, or to the wrong pool?)"
-            )
+            raise not_checked_out(self.name)
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:

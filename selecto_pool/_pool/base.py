@@ -40,6 +40,15 @@ def checkout_timeout(timeout: float) -> float:
     return timeout
 
 
+def not_checked_out(pool_name: str) -> ValueError:
+    """The error for a connection returned twice, or to the wrong pool: it
+    may be in someone else's hands, so nothing is done to it."""
+    return ValueError(
+        f"can't return a connection to pool {pool_name!r}: it is not "
+        "checked out from it (returned twice, or to the wrong pool?)"
+    )
+
+
 def wait_at_most(timeout: float) -> float:
     """``timeout``, within what a thread can wait (negative or NaN: 0)."""
     return min(timeout, _LONGEST_WAIT) if timeout >= 0 else 0.0  # NaN: 0

@@ -34,7 +34,7 @@ from .._config.options import PoolOptions
 from .._conn.outages import OutageLog
 from ..errors import CheckoutTimeout, PoolClosed, PoolStartError
 from . import forks, usage
-from .base import PoolBase, checkout_timeout, wait_at_most
+from .base import PoolBase, checkout_timeout, not_checked_out, wait_at_most
 from .driver import Driver
 from .opener import Opener
 from .stats import PoolStats, cache_totals, exhausted_message, percentile
@@ -170,10 +170,7 @@ class GenericPool(Upkeep[C], PoolBase):
             # Before any side effect: a connection returned twice, or to the
             # wrong pool, may be in someone else's hands now.
             if self._out.get(id(conn)) is not conn:
-                raise ValueError(
-                    f"can't return a connection to pool {self.name!r}: it is not "
-                    "checked out from it (returned twice, or to the wrong pool?)"
-                )
+                raise not_checked_out(self.name)
             del self._out[id(conn)]
         if self._leaks is not None:
             self._leaks.returned(conn)

@@ -36,7 +36,7 @@ from .._conn.liveness import expired, is_alive
 from .._conn.outages import OutageLog, connection_class_for
 from ..errors import CheckoutTimeout, PoolClosed
 from . import forks, usage
-from .base import PoolBase, checkout_timeout, wait_at_most
+from .base import PoolBase, checkout_timeout, not_checked_out, wait_at_most
 from .psycopg_common import TAKE_IDLE_TIMEOUT, TCP_KEEPALIVE_DEFAULTS, pool_arguments
 from .statement_caches import StatementCaches
 from .stats import PoolStats, exhausted_message, snapshot
@@ -140,10 +140,7 @@ class SelectoPool(psycopg_pool.ConnectionPool[Connection], PoolBase):
         if _compat.pool_of(conn) is not self:
             # Before any side effect: a connection returned twice, or to the
             # wrong pool, may be in someone else's hands now.
-            raise ValueError(
-                f"can't return a connection to pool {self.name!r}: it is not "
-                "checked out from it (returned twice, or to the wrong pool?)"
-            )
+            raise not_checked_out(self.name)
         if self._leaks is not None:
             self._leaks.returned(conn)
         try:

@@ -171,3 +171,23 @@ def test_the_private_names_used_exist_in_the_installed_versions(
         assert mysql_status.in_transaction(conn) is False
     finally:
         conn.close()
+
+
+def test_a_password_written_into_the_host_is_never_shown(
+    mariadb_server: LocalMariaDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``HOST`` of ``"<password>@127.0.0.1"`` (the password pasted into the
+    wrong setting): mysqlclient echoes the host it could not resolve."""
+    from selecto_pool._conn.mysql import MySQLDriver
+
+    password = mariadb_server.password
+    kwargs = {**mariadb_server.connect_kwargs(), "host": f"{password}@127.0.0.1"}
+    kwargs.pop("unix_socket", None)
+    with pytest.raises(PoolStartError) as started:
+        sp.start_pool(kwargs, adapter="mysql", name="pasted")
+    with pytest.raises(Exception) as connected:
+        MySQLDriver("pasted", kwargs).connect()  # what the ORM's pool opens with
+    for text in (str(started.value), str(connected.value), caplog.text):
+        assert "Unknown server host" in text or text == caplog.text
+        assert password not in text
+        assert password[:8] not in text
