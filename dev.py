@@ -6,8 +6,9 @@ needs nothing but Python 3.10+: it keeps ``.venv`` up to date with
 ``pip install -e .[test]`` (``.[test,bench]`` for ``dev.py bench``; ``mysql``
 too where mysqlclient can be built) and runs the tool from there.
 
-``dev.py test --versions oldest`` and ``--versions newest`` run the suite in
-``.venv-oldest`` and ``.venv-newest`` instead (see ``COMBINATIONS``).
+``dev.py test --versions oldest``, ``newest`` and ``django-6.0`` run the suite
+in ``.venv-oldest``, ``.venv-newest`` and ``.venv-django-6.0`` instead (see
+``COMBINATIONS``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ COMBINATIONS = {
     "Django, psycopg and psycopg_pool versions it allows",
     "newest": "the newest Python here, with the newest Django, psycopg and "
     "psycopg_pool on the index, past pyproject.toml's caps",
+    "django-6.0": "Django 6.0, the release between the LTS and the newest, on "
+    "Python 3.12 (or the newest Python here it supports)",
 }
+#: The Django series of the middle combination, and the Python it first needs.
+MIDDLE_DJANGO = ("6.0", (3, 12))
 
 # Printed before each suite, from the venv that runs it.
 VERSIONS_SCRIPT = """\
@@ -223,6 +228,8 @@ def combination_venv(name: str, optional: tuple[str, ...] = ()) -> Path:
             python=found[version],
             then=pin_floors,
         )
+    if name == "django-6.0":
+        return middle_django_venv(found, optional)
     version = allowed[-1]
     venv_python = ensure_venv(
         optional=optional, venv=ROOT / ".venv-newest", python=found[version]
@@ -234,6 +241,34 @@ def combination_venv(name: str, optional: tuple[str, ...] = ()) -> Path:
     check(*upgrade, "django", "psycopg[binary,pool]", "psycopg-pool")
     _say_if_django_needs_newer_python(venv_python, _dotted(version))
     return venv_python
+
+
+def middle_django_venv(
+    found: dict[tuple[int, int], str], optional: tuple[str, ...]
+) -> Path:
+    """The venv of the Django release between the oldest and the newest."""
+    series, needs = MIDDLE_DJANGO
+    able = sorted(version for version in found if version >= needs)
+    if not able:
+        print(
+            f"dev.py: Django {series} needs Python {_dotted(needs)} or later, "
+            "and there is none here: skipped",
+            flush=True,
+        )
+        raise SystemExit(0)
+    # Its lowest Python: the one neither the default nor newest run uses.
+    major, minor = map(int, series.split("."))
+    pin = f"django>={series},<{major}.{minor + 1}"
+
+    def pin_django(venv_python: Path) -> None:
+        check(venv_python, "-m", "pip", "install", "-q", pin)
+
+    return ensure_venv(
+        optional=optional,
+        venv=ROOT / f".venv-django-{series}",
+        python=found[able[0]],
+        then=pin_django,
+    )
 
 
 def _say_if_django_needs_newer_python(venv_python: Path, version: str) -> None:
@@ -310,7 +345,7 @@ def ensure_mariadb() -> tuple[str, ...]:
 def test(pytest_args: list[str]) -> NoReturn:
     """Lint, formatting, layers and types first (they are quick), then the suite.
 
-    ``--versions oldest|newest`` first: the suite only (the code is linted
+    ``--versions oldest|newest|django-6.0`` first: the suite only (the code is linted
     once, by the default run), in that combination's venv.
     """
     combination, pytest_args = _versions_option(pytest_args)
@@ -418,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
         "test",
         help="ruff, import layers, mypy, then pytest (other arguments: pytest's); "
         "first, --versions oldest: the suite only, on "
-        f"{COMBINATIONS['oldest']}; --versions newest: on {COMBINATIONS['newest']}",
+        f"{COMBINATIONS['oldest']}; --versions newest: on {COMBINATIONS['newest']}; "
+        f"--versions django-6.0: {COMBINATIONS['django-6.0']}",
     )
     demo_parser = commands.add_parser("demo", help="run the demo site")
     demo_parser.add_argument(
