@@ -301,9 +301,10 @@ class AsyncMySQLPool:
     ) -> None:
         """Make the thread running a cancelled task's query return: KILL
         QUERY, or shut the socket down (the connection is then closed)."""
-        severed = False
+        severed = killed = False
         try:
             self.core.driver.kill_query(thread_id, KILL_TIMEOUT)
+            killed = True
             concurrent.futures.wait([running], KILL_GRACE)
         except Exception as exc:
             logger.warning(
@@ -324,6 +325,11 @@ class AsyncMySQLPool:
                 concurrent.futures.wait([running])
         if severed:
             self.core.driver.close(raw)  # putconn() counts it lost, replaces it
+        if not killed:
+            # The server runs a query to its end though its client has gone:
+            # one more KILL (what failed the first, e.g. load, may be over).
+            with contextlib.suppress(Exception):
+                self.core.driver.kill_query(thread_id, KILL_TIMEOUT)
 
 
 def _stop_if_built(building: concurrent.futures.Future[MySQLPool]) -> None:
