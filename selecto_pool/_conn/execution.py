@@ -279,7 +279,11 @@ def _rerun_afresh(
         yield Step(SERVER_SIDE, False)
     except psycopg.Error as again:
         note_server_error(conn, again)
-        if again.sqlstate not in _NOT_PREPARABLE:
+        # An executemany() batch aborted as a whole (psycopg's pipeline)
+        # reports PipelineAborted rather than the typing error: nothing of
+        # it ran, so the stock way may run it (and raise a real error).
+        aborted = isinstance(again, psycopg.errors.PipelineAborted)
+        if again.sqlstate not in _NOT_PREPARABLE and not aborted:
             raise
         if guarded:
             yield Step(COMMAND, command=_ROLLBACK_TO)
